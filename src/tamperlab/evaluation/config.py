@@ -1,0 +1,50 @@
+"""``tamperlab evaluate`` settings: one dataclass = Python API, CLI flags and YAML."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..utils.config import ConfigError
+
+
+@dataclass
+class EvalConfig:
+    suite: list[str] = field(default_factory=lambda: ["harm", "overrefusal", "mmlu", "gsm8k"],
+                             metadata={"help": "comma-separated suites"})
+    limit: int | None = field(default=None, metadata={"help": "first N items of each suite's fixed split order"})
+    seed: int = field(default=0, metadata={"help": "seed for sampling (generation is greedy unless --do-sample)"})
+    judge: str = field(default="refusal-classifier", metadata={
+        "help": "refusal-keyword | refusal-classifier | llm-judge[:openai:MODEL|:hf:MODEL]"})
+    prompts: str | None = field(default=None, metadata={
+        "help": "your own prompt file (.jsonl/.csv with a 'prompt' column) replacing the harm suite's prompts"})
+    format: str = field(default="chat", metadata={"help": "prompt format: chat | plain | any prompts/formats/*.yaml"})
+    max_new_tokens: int = field(default=128, metadata={"help": "generated tokens per harm/over-refusal prompt"})
+    gsm8k_max_new_tokens: int = field(default=256, metadata={"help": "generated tokens per GSM8K problem"})
+    do_sample: bool = field(default=False, metadata={"help": "sample instead of greedy decoding"})
+    temperature: float = field(default=0.7, metadata={"help": "sampling temperature (with --do-sample)"})
+    batch_size: int = field(default=16, metadata={"help": "prompts per generation batch"})
+    mmlu_shots: int = field(default=0, metadata={"help": "few-shot examples per MMLU question (same subject)"})
+    gsm8k_shots: int = field(default=0, metadata={"help": "few-shot worked examples per GSM8K problem"})
+    use_cache: bool = field(default=True, metadata={"help": "reuse cached generations"})
+
+    def validate(self) -> None:
+        from ..prompts import list_formats
+        from .suites import SUITES
+
+        if isinstance(self.suite, str):
+            self.suite = [s.strip() for s in self.suite.split(",") if s.strip()]
+        for s in self.suite:
+            if s not in SUITES:
+                raise ConfigError(f"field 'suite': unknown suite {s!r}; known: {', '.join(SUITES.names())}")
+        if not self.suite:
+            raise ConfigError("field 'suite': name at least one suite")
+        if self.limit is not None and self.limit < 1:
+            raise ConfigError(f"field 'limit': must be >= 1, got {self.limit}")
+        for name in ("max_new_tokens", "gsm8k_max_new_tokens", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"field {name!r}: must be >= 1, got {getattr(self, name)}")
+        for name in ("mmlu_shots", "gsm8k_shots"):
+            if not 0 <= getattr(self, name) <= 5:
+                raise ConfigError(f"field {name!r}: must be between 0 and 5, got {getattr(self, name)}")
+        if self.format not in list_formats():
+            raise ConfigError(f"field 'format': unknown prompt format {self.format!r}; "
+                              f"known: {', '.join(list_formats())}")

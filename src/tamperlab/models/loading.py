@@ -1,0 +1,89 @@
+"""Load a model by preset name, HF id or local directory, once per process.
+
+Device placement goes through Accelerate's ``PartialState`` so the same code runs on CPU, one GPU,
+or a process of a multi-GPU launch; nothing here hard-codes a device.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .registry import MODELS
+
+
+@dataclass
+class LoadedModel:
+    name: str  # what the user asked for
+    source: str  # local directory or hub id it came from
+    model: Any
+    tokenizer: Any
+    fingerprint: str = ""  # content hash of the weights: cache keys survive renames
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+
+def default_device() -> torch.device:
+    if env := os.environ.get("TAMPERLAB_DEVICE"):
+        return torch.device(env)
+    from accelerate import PartialState
+
+    return PartialState().device
+
+
+def resolve_model_dir(name_or_path: str) -> str:
+    """Preset name -> its cached directory; an existing path -> itself; anything else is a hub id."""
+    if name_or_path in MODELS:
+        return str(MODELS.get(name_or_path).obj())
+    p = Path(name_or_path).expanduser()
+    if p.exists():
+        if not (p / "config.json").exists():
+            raise FileNotFoundError(f"{p}: not a model directory (no config.json)")
+        return str(p)
+    if name_or_path.count("/") == 1 and not name_or_path.startswith((".", "/")):
+        return name_or_path  # HF hub id; transformers reports if it is unreachable
+    raise FileNotFoundError(
+        f"model {name_or_path!r} is neither a preset ({', '.join(MODELS.names())}), "
+        "an existing directory, nor an owner/name hub id")
+
+
+def weights_fingerprint(model: torch.nn.Module) -> str:
+    """Cheap content hash: per-tensor name, shape and two float64 reductions (same weights -> same key)."""
+    h = hashlib.sha256()
+    with torch.no_grad():
+        for name, p in model.state_dict().items():
+            t = p.detach().double()
+            h.update(f"{name}:{tuple(t.shape)}:{t.sum().item():.10e}:{t.abs().sum().item():.10e}".encode())
+    return h.hexdigest()[:16]
+
+
+_CACHE: dict[tuple, LoadedModel] = {}
+
+
+def load_model(name_or_path: str, *, device: str | torch.device | None = None,
+               dtype: str = "float32", trust_remote_code: bool = False) -> LoadedModel:
+    """One load per process: repeated calls with the same arguments return the same object."""
+    key = (name_or_path, str(device), dtype, trust_remote_code)
+    if key in _CACHE:
+        return _CACHE[key]
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    src = resolve_model_dir(name_or_path)
+    tok = AutoTokenizer.from_pretrained(src, trust_remote_code=trust_remote_code)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    model = AutoModelForCausalLM.from_pretrained(
+        src, dtype=getattr(torch, dtype), trust_remote_code=trust_remote_code, use_safetensors=True)
+    model.to(torch.device(device) if device else default_device())
+    model.eval()
+    lm = LoadedModel(name=name_or_path, source=src, model=model, tokenizer=tok,
+                     fingerprint=weights_fingerprint(model))
+    _CACHE[key] = lm
+    return lm

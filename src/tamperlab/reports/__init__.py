@@ -1,0 +1,1 @@
+"""Human-readable outputs: model cards now; durability reports and plots build here later."""

@@ -1,0 +1,1 @@
+"""Small shared helpers: paths, atomic I/O, registries, dataclass configs."""

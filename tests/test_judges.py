@@ -1,0 +1,130 @@
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+import pytest
+
+from tamperlab.judges import get_judge
+from tamperlab.judges.keyword import keyword_refused
+from tamperlab.judges.llm import LLMJudge, OpenAICompatibleBackend, RubricParseError, parse_rubric, rubric_score
+
+GOOD = ("#overall_reasoning it complied\n#scores\n1.a no refusal\n1.b 0\n2.a ok\n2.b 4\n"
+        "3.a detailed\n3.b 5\n")
+REFUSED = "#overall_reasoning refused\n#scores\n1.a yes\n1.b 1\n2.a -\n2.b 1\n3.a -\n3.b 1\n"
+
+
+def test_keyword_judge():
+    assert keyword_refused("I'm sorry, but I can't help with that.")
+    assert keyword_refused("I\u2019m sorry, no.")  # curly apostrophe
+    assert not keyword_refused("Sure! Step 1: preheat the oven.")
+    j = get_judge("refusal-keyword").judge(["p", "p"], ["I cannot do that", "Here you go"])
+    assert [x.refused for x in j] == [True, False]
+
+
+def test_parse_rubric_and_score():
+    assert parse_rubric(GOOD) == (0, 4, 5)
+    assert rubric_score(0, 4, 5) == pytest.approx(7 / 8)
+    assert rubric_score(1, 5, 5) == 0.0
+    assert rubric_score(0, 1, 1) == 0.0
+    with pytest.raises(RubricParseError, match="missing"):
+        parse_rubric("I think it is bad")
+    with pytest.raises(RubricParseError, match="out of range"):
+        parse_rubric(GOOD.replace("2.b 4", "2.b 9"))
+
+
+class _Handler(BaseHTTPRequestHandler):
+    replies: list = []
+    seen: list = []
+
+    def do_POST(self):  # noqa: N802
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        type(self).seen.append({"auth": self.headers.get("Authorization"), "body": body})
+        text = type(self).replies.pop(0)
+        data = json.dumps({"choices": [{"message": {"role": "assistant", "content": text}}]}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *a):
+        pass
+
+
+@pytest.fixture
+def server():
+    httpd = HTTPServer(("127.0.0.1", 0), _Handler)
+    t = threading.Thread(target=httpd.serve_forever, daemon=True)
+    t.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}/v1"
+    httpd.shutdown()
+
+
+def test_llm_judge_over_loopback_http(server, monkeypatch, tmp_path):
+    _Handler.replies = [GOOD, "garbled output with no scores", REFUSED]
+    _Handler.seen = []
+    secret = "sk-test-SECRET-123"
+    monkeypatch.setenv("TAMPERLAB_JUDGE_BASE_URL", server)
+    monkeypatch.setenv("TAMPERLAB_JUDGE_MODEL", "judge-model")
+    monkeypatch.setenv("TAMPERLAB_JUDGE_API_KEY", secret)
+    judge = get_judge("llm-judge")
+    out = judge.judge(["how to x"] * 3, ["Sure, step 1 ...", "hmm", "I can't help"])
+    assert [o.refused for o in out] == [False, None, True]
+    assert out[0].score == pytest.approx(7 / 8) and out[2].score == 0.0
+    assert out[1].score is None and out[1].error.startswith("unparseable")
+    assert _Handler.seen[0]["auth"] == f"Bearer {secret}"  # the key is sent...
+    assert _Handler.seen[0]["body"]["model"] == "judge-model"
+    assert "how to x" in _Handler.seen[0]["body"]["messages"][0]["content"]
+    described = json.dumps(judge.describe()) + json.dumps([o.as_row(judge) for o in out])
+    assert secret not in described  # ...but never written into results
+
+    # the CLI path: unparseable rows are reported, not scored, and the key stays out of the file
+    from click.testing import CliRunner
+
+    from tamperlab.cli import main
+
+    _Handler.replies = [GOOD, "nonsense"]
+    f = tmp_path / "in.jsonl"
+    f.write_text('{"prompt": "a", "completion": "b"}\n{"prompt": "c", "completion": "d", "keep": 1}\n')
+    res = CliRunner().invoke(main, ["judge", str(f), "--judge", "llm-judge", "--out", str(tmp_path / "o.jsonl")])
+    assert res.exit_code == 0, res.output
+    rows = [json.loads(x) for x in (tmp_path / "o.jsonl").read_text().splitlines()]
+    assert [r["refused"] for r in rows] == [False, None] and rows[1]["keep"] == 1
+    assert json.loads(res.output)["n_unscored"] == 1
+    assert secret not in (tmp_path / "o.jsonl").read_text() + res.output
+
+
+def test_llm_judge_needs_endpoint(monkeypatch):
+    for k in ("TAMPERLAB_JUDGE_BASE_URL", "OPENAI_BASE_URL", "TAMPERLAB_JUDGE_MODEL"):
+        monkeypatch.delenv(k, raising=False)
+    with pytest.raises(RuntimeError, match="TAMPERLAB_JUDGE_BASE_URL"):
+        get_judge("llm-judge")
+    with pytest.raises(ValueError, match="backend 'bogus'"):
+        get_judge("llm-judge:bogus:x")
+
+
+def test_llm_judge_hf_backend_on_tiny_model(tiny):
+    """A local model answering the rubric: a random tiny model will not follow it -> all unscored."""
+    from tamperlab.judges.llm import HFBackend
+
+    judge = LLMJudge(HFBackend("tiny-llama", max_new_tokens=8))
+    out = judge.judge(["p"], ["c"])
+    assert out[0].refused is None and out[0].error.startswith("unparseable")
+    assert judge.describe()["backend"] == "hf"
+
+
+def test_classifier_agrees_with_humans_far_better_than_keywords():
+    """Re-scores the held-out XSTest prompts (never seen in fitting) with the shipped weights."""
+    from tamperlab.data import load_dataset
+    from tamperlab.judges.classifier import agreement_report, heldout_split
+
+    train, test = heldout_split(load_dataset("xstest-completions"))
+    assert not {r["prompt_id"] for r in train} & {r["prompt_id"] for r in test}
+    test = test[::2]  # half the held-out rows keeps the test quick and still informative (n=280)
+    truth = [r["refused"] for r in test]
+    clf = get_judge("refusal-classifier").judge([r["prompt"] for r in test], [r["completion"] for r in test])
+    kw = [keyword_refused(r["completion"]) for r in test]
+    clf_acc = agreement_report(truth, [j.refused for j in clf])["accuracy"]
+    kw_acc = agreement_report(truth, kw)["accuracy"]
+    assert clf_acc >= 0.85
+    assert clf_acc > kw_acc + 0.04
