@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from .utils.config import ConfigError, click_options, load_config
@@ -38,7 +39,7 @@ def friendly_errors(fn):
         try:
             return fn(*a, **kw)
         except (ConfigError, DataFileError, UnknownNameError, FileNotFoundError, ValueError) as e:
-            console.print(f"[red]error:[/red] {e}")
+            console.print(f"[red]error:[/red] {escape(str(e))}", soft_wrap=True, highlight=False)
             sys.exit(2)
     return wrapper
 

