@@ -67,3 +67,5 @@ def test_listing_commands():
     assert r.exit_code == 0 and "harmful/defense-train" in r.output and "CC-BY-4.0" in r.output
     r = CliRunner(env={"COLUMNS": "250"}).invoke(main, ["judges"])
     assert r.exit_code == 0 and "refusal-classifier" in r.output
+    r = CliRunner(env={"COLUMNS": "250"}).invoke(main, ["models"])
+    assert r.exit_code == 0 and "smollm2-135m-instruct" in r.output and "tiny-llama" in r.output

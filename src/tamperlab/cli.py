@@ -51,15 +51,19 @@ def main() -> None:
     _quiet_libraries()
 
 
+def _print_registry(registry, column: str) -> None:
+    t = Table(column, "description")
+    for e in registry.entries():
+        t.add_row(e.name, e.help)
+    Console().print(t)
+
+
 @main.command()
 def models() -> None:
     """List model presets (any HF id or local model directory also works)."""
     from .models import MODELS
 
-    t = Table("preset", "description")
-    for e in MODELS.entries():
-        t.add_row(e.name, e.help)
-    Console().print(t)
+    _print_registry(MODELS, "preset")
 
 
 @main.command()
@@ -84,10 +88,7 @@ def judges() -> None:
     """List judges."""
     from .judges import JUDGES
 
-    t = Table("judge", "description")
-    for e in JUDGES.entries():
-        t.add_row(e.name, e.help)
-    Console().print(t)
+    _print_registry(JUDGES, "judge")
 
 
 def _print_card(result: dict) -> None:
