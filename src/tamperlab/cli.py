@@ -170,5 +170,118 @@ def demo(out: Path, limit: int) -> None:
     _run_evaluate("smollm2-135m-instruct", cfg, out)
 
 
+from .attacks.finetune import AttackConfig  # noqa: E402
+
+
+def _parse_sets(pairs: tuple[str, ...]) -> dict:
+    """``--set key=value`` pairs (values parsed as YAML scalars: 1e-4, true, [q_proj, v_proj])."""
+    import yaml
+
+    out = {}
+    for p in pairs:
+        if "=" not in p:
+            raise ConfigError(f"--set {p!r}: write key=value")
+        k, v = p.split("=", 1)
+        out[k.strip()] = yaml.safe_load(v)
+    return out
+
+
+@main.command()
+@click.argument("model")
+@click.option("--out", "out", required=True, type=click.Path(path_type=Path), help="output directory")
+@click.option("--config", "config", type=click.Path(path_type=Path), help="YAML file of the attack options below")
+@click_options(AttackConfig)
+@click.option("--eval-config", type=click.Path(path_type=Path), help="YAML of evaluation settings (EvalConfig keys)")
+@click.option("--eval-suite", default="harm", show_default=True, help="suites evaluated at each checkpoint")
+@click.option("--eval-limit", type=int, default=100, show_default=True, help="items per suite")
+@click.option("--eval-judge", default=None, help="judge (default: refusal-classifier)")
+@click.option("--eval-format", default=None, help="prompt format for evaluation (default: the attack's --format)")
+@click.option("--save-checkpoints/--no-save-checkpoints", default=True, show_default=True,
+              help="save weights at each checkpoint step (safetensors)")
+@click.option("--merge/--no-merge", default=False, show_default=True, help="save LoRA checkpoints merged into full weights")
+@friendly_errors
+def attack(model: str, out: Path, config: Path | None, eval_config: Path | None, eval_suite: str, eval_limit: int,
+           eval_judge: str | None, eval_format: str | None, save_checkpoints: bool, merge: bool, **opts) -> None:
+    """Fine-tuning attack on MODEL: train, evaluate at every checkpoint step, save the checkpoints."""
+    from .attacks.finetune import run_attack, summary_rows
+
+    cfg = load_config(AttackConfig, config, opts)
+    ecfg = load_config(EvalConfig, eval_config, {"suite": eval_suite, "limit": eval_limit, "judge": eval_judge,
+                                                "format": eval_format or cfg.format, "seed": cfg.seed})
+    console.print(f"attacking [bold]{model}[/bold]: {cfg.method} lr={cfg.lr:g} {cfg.scheduler} "
+                  f"data={cfg.data_file or cfg.data} seed={cfg.seed} -> {out}")
+    results = run_attack(model, cfg, out, eval_cfg=ecfg, save_checkpoints=save_checkpoints, merge=merge)
+    t = Table("step", "suite", "metric", "value", "n", title=f"{model} under attack")
+    for r in summary_rows(results):
+        t.add_row(str(r["step"]), r["suite"], r["metric"], f"{r['value']:.3f}", str(r["n"]))
+    Console().print(t)
+    console.print(f"wrote {out / 'summary.json'}, {out / 'train_log.jsonl'}, step-*/"
+                  + (", checkpoints/" if save_checkpoints else ""))
+
+
+@main.command()
+@click.argument("model")
+@click.option("--method", required=True, help="defense: see `tamperlab defenses`")
+@click.option("--out", "out", required=True, type=click.Path(path_type=Path), help="output model directory")
+@click.option("--config", "config", type=click.Path(path_type=Path), help="YAML of the method's settings")
+@click.option("--set", "sets", multiple=True, help="override one setting: --set steps=100 (repeatable)")
+@friendly_errors
+def defend(model: str, method: str, out: Path, config: Path | None, sets: tuple[str, ...]) -> None:
+    """Train a defense on MODEL; OUT loads like any model (merged safetensors, adapter/, log)."""
+    import yaml
+
+    from .defenses import DEFENSES, defend as run_defense
+
+    entry = DEFENSES.get(method)
+    data = {}
+    if config:
+        try:
+            data = yaml.safe_load(Path(config).read_text()) or {}
+        except FileNotFoundError:
+            raise ConfigError(f"config file not found: {config}") from None
+    data.update(_parse_sets(sets))
+    from .utils.config import from_dict
+
+    cfg = from_dict(entry.config_cls, data, source=str(config or "--set"))
+    path = run_defense(model, method, cfg, out)
+    console.print(f"defended model in {path} (evaluate it: tamperlab evaluate {path} --out ...)")
+
+
+@main.command()
+def defenses() -> None:
+    """List defenses."""
+    from .defenses import DEFENSES
+
+    _print_registry(DEFENSES, "defense")
+
+
+@main.command()
+@click.argument("config", type=click.Path(path_type=Path))
+@click.option("--out", "out", required=True, type=click.Path(path_type=Path), help="study directory")
+@click.option("--workers", default=1, show_default=True, help="parallel worker processes")
+@click.option("--executor", default=None, help="local | process (default: process when --workers > 1)")
+@friendly_errors
+def durability(config: Path, out: Path, workers: int, executor: str | None) -> None:
+    """Run or resume a durability study (CONFIG.yaml): results.sqlite, report.md, report.html in OUT."""
+    import yaml
+
+    from .durability import load_study, run_study
+    from .durability.aggregate import aggregate, verdicts
+    from .durability.store import ResultStore
+
+    cfg = load_study(config)
+    raw = yaml.safe_load(Path(config).read_text())
+    n_cells = len(cfg.cells_expanded())
+    console.print(f"study [bold]{cfg.name}[/bold]: {len(cfg.models)} models, {n_cells} attack cells, "
+                  f"{len(cfg.seed_list())} seeds, steps {cfg.steps}, formats {cfg.formats} -> {out}")
+    summary = run_study(cfg, out, workers=workers, executor=executor, raw_config=raw)
+    with ResultStore(out / "results.sqlite") as store:
+        rows = store.rows(cfg.eval_key())
+    for v in verdicts(cfg, aggregate(rows)):
+        console.print("- " + escape(v["text"]), soft_wrap=True, highlight=False)
+    console.print(f"runs: {summary['runs_executed']} executed, {summary['runs_skipped']} already done "
+                  f"({summary['seconds']:.0f} s); report: {summary['report']}")
+
+
 if __name__ == "__main__":
     main()

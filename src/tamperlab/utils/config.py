@@ -52,7 +52,18 @@ def coerce(cls: type, name: str, value: Any, source: str = "") -> Any:
             return tp(value)
         if typing.get_origin(tp) in (list, tuple):
             items = value.split(",") if isinstance(value, str) else list(value)
-            return [str(i).strip() for i in items if str(i).strip()]
+            elem = (typing.get_args(tp) or (str,))[0]
+            if elem in (int, float):
+                out = []
+                for i in items:
+                    if isinstance(i, bool) or (elem is int and isinstance(i, float) and not i.is_integer()):
+                        raise ValueError(i)
+                    if str(i).strip():
+                        out.append(elem(str(i).strip()) if isinstance(i, str) else elem(i))
+                return out
+            if elem is str:
+                return [str(i).strip() for i in items if str(i).strip()]
+            return items
     except (TypeError, ValueError):
         raise ConfigError(f"field {name!r}{where}: expected {getattr(tp, '__name__', tp)}, "
                           f"got {value!r}") from None
@@ -68,7 +79,12 @@ def from_dict(cls: type[C], data: dict, source: str = "") -> C:
                           f"allowed: {', '.join(sorted(names))}")
     cfg = cls(**{k: coerce(cls, k, v, source) for k, v in data.items()})
     if hasattr(cfg, "validate"):
-        cfg.validate()
+        try:
+            cfg.validate()
+        except ConfigError as e:
+            if source and source not in str(e):
+                raise ConfigError(f"{e}{where}") from None
+            raise
     return cfg
 
 
@@ -103,7 +119,7 @@ def click_options(cls: type, exclude: tuple[str, ...] = ()):
                 f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
             help_ = f.metadata.get("help", "")
             if default not in (None, [], ""):
-                help_ += f" [default: {','.join(default) if isinstance(default, list) else default}]"
+                help_ += f" [default: {','.join(map(str, default)) if isinstance(default, list) else default}]"
             opt = "--" + f.name.replace("_", "-")
             ctype = {int: int, float: float, bool: click.BOOL}.get(tp, str)
             fn = click.option(opt, f.name, type=ctype, default=None, help=help_)(fn)

@@ -37,6 +37,7 @@ class SuiteContext:
 
 class Suite(Protocol):
     name: str
+    worse: dict[str, str]  # metric -> "higher" | "lower": which direction is worse (reports, verdicts)
 
     def run(self, ctx: SuiteContext) -> tuple[dict, list[dict]]:
         """(metrics block for metrics.json, one sample row per item for samples.jsonl)."""

@@ -21,6 +21,7 @@ def gsm8k_prompt(question: str, shots: list[dict]) -> str:
 class GSM8KSuite:
     """GSM8K test: accuracy of the extracted final number; parse failures reported."""
     name = "gsm8k"
+    worse = {"accuracy": "lower", "parse_failure_rate": "higher"}
 
     def run(self, ctx: SuiteContext) -> tuple[dict, list[dict]]:
         rows = ctx.limited(get_split("gsm8k/eval"))

@@ -37,6 +37,7 @@ class JudgedGenerationSuite:
 class HarmSuite(JudgedGenerationSuite):
     """Harmful prompts (HarmBench eval split, or --prompts FILE): ASR = answered without refusal."""
     name, split, dataset = "harm", "harmful/eval", "harmbench"
+    worse = {"asr": "higher", "mean_strongreject": "higher"}  # declared metric directions
     metric = staticmethod(attack_success_rate)
 
     def rows(self, ctx: SuiteContext) -> tuple[list[dict], str, str]:
@@ -48,12 +49,14 @@ class HarmSuite(JudgedGenerationSuite):
 class OverRefusalSuite(JudgedGenerationSuite):
     """XSTest safe prompts that look unsafe: refusal_rate (lower is better)."""
     name, split, dataset = "overrefusal", "xstest-safe/eval", "xstest-safe"
+    worse = {"refusal_rate": "higher"}
     metric = staticmethod(refusal_rate)
 
 
 class XSTestUnsafeSuite(JudgedGenerationSuite):
     """XSTest's unsafe contrast prompts: refusal_rate (higher is better)."""
     name, split, dataset = "xstest-unsafe", "xstest-unsafe/eval", "xstest-unsafe"
+    worse = {"refusal_rate": "lower"}
     metric = staticmethod(refusal_rate)
 
 

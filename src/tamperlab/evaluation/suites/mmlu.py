@@ -37,6 +37,7 @@ def letter_token_ids(tokenizer) -> list[list[int]]:
 class MMLUSuite:
     """MMLU (test minus few-shot pool): accuracy of the most likely answer letter."""
     name = "mmlu"
+    worse = {"accuracy": "lower"}
 
     def run(self, ctx: SuiteContext) -> tuple[dict, list[dict]]:
         from ...generation import score_next_token

@@ -1,0 +1,93 @@
+"""``tamperlab attack``: a supervised fine-tuning attack, evaluated at checkpoint steps."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from ..models.loading import LoadedModel, load_model
+from ..training.sft import TrainConfig, save_model_dir, train_sft
+from ..utils.config import ConfigError
+from ..utils.hashing import stable_hash
+from ..utils.io import atomic_write_json
+from .data import ATTACK_DATA, load_attack_data
+
+
+@dataclass
+class AttackConfig(TrainConfig):
+    """A fine-tuning attack: the training settings plus what data and when to look."""
+    data: str = field(default="harmful", metadata={"help": "attack data: harmful | benign (attack split only)"})
+    data_file: str | None = field(default=None, metadata={
+        "help": "your own .jsonl/.csv with prompt,completion columns (replaces --data)"})
+    data_limit: int | None = field(default=None, metadata={"help": "use only the first N examples of the data"})
+    checkpoint_steps: list[int] = field(default_factory=lambda: [0, 10, 25], metadata={
+        "help": "steps at which the attacked model is evaluated (0 = before the attack)"})
+
+    def validate(self) -> None:
+        super().validate()
+        if isinstance(self.checkpoint_steps, str):
+            self.checkpoint_steps = [int(s) for s in self.checkpoint_steps.split(",") if s.strip()]
+        if self.data_file is None and self.data not in ATTACK_DATA:
+            raise ConfigError(f"field 'data': unknown attack data {self.data!r}; known: {', '.join(ATTACK_DATA.names())}")
+        if self.data_limit is not None and self.data_limit < 1:
+            raise ConfigError(f"field 'data_limit': must be >= 1, got {self.data_limit}")
+        if not self.checkpoint_steps:
+            raise ConfigError("field 'checkpoint_steps': name at least one step")
+        if self.steps is not None and max(self.checkpoint_steps) > self.steps:
+            raise ConfigError(f"field 'checkpoint_steps': {max(self.checkpoint_steps)} is past steps={self.steps}")
+        if min(self.checkpoint_steps) < 0:
+            raise ConfigError("field 'checkpoint_steps': steps must be >= 0")
+
+    def train_config(self) -> TrainConfig:
+        return TrainConfig(**{k: v for k, v in asdict(self).items() if k in TrainConfig.__dataclass_fields__})
+
+    def attack_hash(self) -> str:
+        """Identity of the attack, seed excluded (seeds are repeats of one attack)."""
+        d = asdict(self)
+        d.pop("seed")
+        d.pop("checkpoint_steps")  # looking more often does not change the attack
+        return stable_hash(d)[:12]
+
+
+def run_attack(model: str | LoadedModel, cfg: AttackConfig, out_dir: str | Path | None = None, *,
+               eval_cfg=None, on_checkpoint=None, save_checkpoints: bool = False,
+               merge: bool = False) -> dict:
+    """Attack ``model``; at every checkpoint step evaluate (``eval_cfg``), save the weights
+    (``save_checkpoints``) and/or call ``on_checkpoint(step, view)``. Returns {step: metrics}."""
+    from ..evaluation.runner import evaluate
+
+    cfg.validate()
+    lm = load_model(model) if isinstance(model, str) else model
+    pool = load_attack_data(cfg.data, cfg.data_limit, cfg.data_file)
+    out = Path(out_dir) if out_dir else None
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(out / "attack_config.json", {"model": lm.name, "fingerprint": lm.fingerprint,
+                                                       "attack_hash": cfg.attack_hash(), **asdict(cfg)})
+    results: dict[int, dict] = {}
+
+    def at_checkpoint(step: int, view: LoadedModel) -> None:
+        if eval_cfg is not None:
+            results[step] = evaluate(view, eval_cfg, out / f"step-{step}" if out else None)["suites"]
+        if save_checkpoints and out is not None and step > 0:
+            save_model_dir(view.model, lm.tokenizer, out / "checkpoints" / f"step-{step}", merge=merge)
+        if on_checkpoint:
+            on_checkpoint(step, view)
+        if out is not None and eval_cfg is not None:
+            atomic_write_json(out / "summary.json", {str(k): v for k, v in sorted(results.items())})
+
+    train_sft(lm, pool, cfg.train_config(), checkpoint_steps=cfg.checkpoint_steps, on_checkpoint=at_checkpoint,
+              log_path=out / "train_log.jsonl" if out else None,
+              description=f"attack {cfg.method} {cfg.data} seed {cfg.seed}")
+    return results
+
+
+def summary_rows(results: dict) -> list[dict]:
+    """Flatten {step: {suite: metrics}} into rows for a table."""
+    rows = []
+    for step, suites in sorted(results.items()):
+        for suite, m in suites.items():
+            for k, v in m.items():
+                if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in ("seconds", "n"):
+                    rows.append({"step": step, "suite": suite, "metric": k, "value": v, "n": m.get("n")})
+    return rows
+

@@ -1,0 +1,45 @@
+"""The defense registry and the one entry point that runs any of them, resumably."""
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import asdict
+from pathlib import Path
+
+from ..models.loading import LoadedModel, load_model
+from ..utils.config import from_dict
+from ..utils.hashing import stable_hash
+from ..utils.io import atomic_write_json
+from ..utils.registry import Registry
+
+DEFENSES: Registry = Registry("defense")
+DONE = "defense.json"  # written last: its presence means the directory is complete
+
+
+def defend(model: str | LoadedModel, method: str, cfg=None, out_dir: str | Path = "runs/defended",
+           overrides: dict | None = None) -> Path:
+    """Train ``method`` on ``model`` into ``out_dir`` (merged safetensors + adapter + log + card).
+
+    A finished directory with the same model and config is reused, a half-written one is redone:
+    safe to call again after a crash."""
+    entry = DEFENSES.get(method)
+    if cfg is None:
+        cfg = from_dict(entry.config_cls, overrides or {}, source=f"defense {method!r}")
+    cfg.validate()
+    lm = load_model(model) if isinstance(model, str) else model
+    out = Path(out_dir)
+    key = stable_hash({"method": method, "base": lm.fingerprint, "config": asdict(cfg)})
+    done = out / DONE
+    if done.exists():
+        info = json.loads(done.read_text())
+        if info.get("key") == key:
+            return out
+        raise FileExistsError(f"{out}: holds a different defended model ({info.get('method')}, key "
+                              f"{info.get('key')}); choose another --out")
+    if out.exists():
+        shutil.rmtree(out)  # an unfinished earlier attempt
+    out.mkdir(parents=True)
+    info = entry.obj(lm, cfg, out)
+    atomic_write_json(done, {"key": key, "method": method, "base": {"name": lm.name, "fingerprint": lm.fingerprint},
+                             "config": asdict(cfg), **(info or {})})
+    return out

@@ -1,0 +1,49 @@
+"""Safety-training data, from the *defense-train* splits only."""
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+
+from ..data.registry import VENDOR
+from ..data.splits import get_split
+from ..training.data import SFTExample
+
+
+@lru_cache(maxsize=None)
+def _refusal_rows() -> tuple[dict, ...]:
+    text = (VENDOR / "refusals" / "rows.jsonl").read_text(encoding="utf-8")
+    return tuple(json.loads(line) for line in text.splitlines() if line.strip())
+
+
+def refusal_examples() -> list[SFTExample]:
+    """Do-Not-Answer (defense-train) -> refusal: context-distilled from the default model under a
+    safety system prompt where both judges call it a refusal, else a curated template
+    (data/vendor/refusals/PROVENANCE.json says which, per row)."""
+    allowed = {r["id"] for r in get_split("harmful/defense-train")}
+    return [SFTExample(r["id"], r["prompt"], r["completion"]) for r in _refusal_rows() if r["id"] in allowed]
+
+
+def utility_examples() -> list[SFTExample]:
+    """GSM8K train (defense half): question -> reference worked answer (real, human-written)."""
+    return [SFTExample(r["id"], r["question"], r["answer"]) for r in get_split("gsm8k/defense-train")]
+
+
+def mix(safety: list[SFTExample], utility: list[SFTExample], utility_fraction: float,
+        n_safety: int | None = None) -> list[SFTExample]:
+    """``n_safety`` safety rows plus enough utility rows that they are ``utility_fraction`` of the
+    pool; interleaved evenly so every batch sees both."""
+    safety = safety[:n_safety] if n_safety else list(safety)
+    if not 0 <= utility_fraction < 1:
+        raise ValueError(f"field 'utility_fraction': must be in [0, 1), got {utility_fraction}")
+    n_util = round(len(safety) * utility_fraction / (1 - utility_fraction))
+    if n_util > len(utility):
+        raise ValueError(f"field 'utility_fraction': needs {n_util} utility rows, only {len(utility)} exist")
+    util = utility[:n_util]
+    out: list[SFTExample] = []
+    i = j = 0
+    while i < len(safety) or j < len(util):  # Bresenham-style interleave keeps the ratio in every window
+        if j >= len(util) or (i < len(safety) and i * len(util) <= j * len(safety)):
+            out.append(safety[i]); i += 1
+        else:
+            out.append(util[j]); j += 1
+    return out

@@ -1,0 +1,184 @@
+"""DIR/report.md and DIR/report.html: verdicts, durability curves (mean line, min–max band over
+seeds, one panel per attack config, models overlaid), worst cases, every aggregate, the config.
+
+Both files are rendered from one list of blocks, so they always say the same thing."""
+from __future__ import annotations
+
+import base64
+import html
+from pathlib import Path
+
+import yaml
+
+from ..utils.io import atomic_write_text
+from .aggregate import aggregate, verdicts, worse_direction, worst_cases
+
+
+def _fmt(v: float) -> str:
+    return f"{v:.3f}"
+
+
+def plot_curves(agg: list[dict], suite: str, metric: str, fmt: str, path: Path, title: str) -> Path | None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [a for a in agg if a["suite"] == suite and a["metric"] == metric and a["format"] == fmt]
+    if not rows:
+        return None
+    cells = sorted({(a["cell"], a["cell_label"]) for a in rows if a["cell"] != "reference"}, key=lambda c: c[1])
+    refs = [a for a in rows if a["cell"] == "reference"]
+    models = sorted({a["model"] for a in rows if a["cell"] != "reference"})
+    colors = {m: plt.get_cmap("tab10")(i % 10) for i, m in enumerate(models + sorted({r["model"] for r in refs}))}
+    ncol = min(3, max(1, len(cells)))
+    nrow = max(1, -(-len(cells) // ncol))
+    fig, axes = plt.subplots(nrow, ncol, figsize=(4.2 * ncol, 3.2 * nrow), squeeze=False, sharey=True)
+    for ax, (cell, label) in zip(axes.flat, cells):
+        for m in models:
+            pts = sorted((a for a in rows if a["cell"] == cell and a["model"] == m), key=lambda a: a["step"])
+            if not pts:
+                continue
+            x = [a["step"] for a in pts]
+            ax.plot(x, [a["mean"] for a in pts], marker="o", color=colors[m], label=f"{m} (mean)")
+            ax.fill_between(x, [a["min"] for a in pts], [a["max"] for a in pts], color=colors[m], alpha=0.2,
+                            linewidth=0, label=f"{m} (min–max, {len(pts[0]['seeds'])} seeds)")
+        for r in refs:
+            ax.axhline(r["mean"], color=colors[r["model"]], linestyle="--", linewidth=1,
+                       label=f"{r['model']} (step 0, not attacked)")
+        ax.set_title(label, fontsize=9)
+        ax.set_xlabel("attack step")
+        ax.grid(alpha=0.3)
+    for ax in axes.flat[len(cells):]:
+        ax.axis("off")
+    for ax in axes[:, 0]:
+        ax.set_ylabel(f"{suite} {metric}")
+    if cells:
+        axes.flat[0].set_ylim(-0.02, 1.02) if max(a["max"] for a in rows) <= 1 else None
+        handles, labels = axes.flat[0].get_legend_handles_labels()
+        fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), fontsize=8, frameon=False)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout(rect=(0, 0.08 + 0.02 * (len(models) > 2), 1, 0.95))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def build_blocks(cfg, rows: list[dict], out: Path, raw_config: dict) -> list[tuple]:
+    agg = aggregate(rows)
+    suite, metric = cfg.metric.split("/", 1)
+    blocks: list[tuple] = [("h1", f"Durability study: {cfg.name}")]
+    seeds = cfg.seed_list()
+    first = next((a for a in agg if a["suite"] == suite and a["metric"] == metric), None)
+    blocks.append(("p", f"Headline metric {cfg.metric} ({worse_direction(suite, metric)} is worse), judge "
+                        f"{first['judge'] if first else '?'}, split {first['split'] if first else '?'}, "
+                        f"n={first['n'] if first else '?'} prompts per evaluation; seeds {seeds}; checkpoint steps "
+                        f"{cfg.steps}; prompt formats {cfg.formats}. Every number below is over the seeds: "
+                        "mean, min and max, and a 95% percentile-bootstrap interval of the mean."))
+    blocks.append(("h2", "Verdicts"))
+    for v in verdicts(cfg, agg):
+        blocks.append(("li", v["text"]))
+    blocks.append(("h2", "Durability curves"))
+    metrics = sorted({(a["suite"], a["metric"]) for a in agg}, key=lambda sm: (sm != (suite, metric), sm))
+    for s, m in metrics:
+        for fmt in cfg.formats:
+            p = plot_curves(agg, s, m, fmt, out / "figures" / f"{s}-{m}-{fmt}.png",
+                            f"{cfg.name}: {s} {m} ({fmt} format) vs attack step")
+            if p is not None:
+                blocks.append(("img", str(p.relative_to(out)), f"{s} {m}, {fmt} format"))
+    blocks.append(("h2", f"Worst case per model ({cfg.metric})"))
+    wc = worst_cases(agg, suite, metric)
+    table = [["model", "worst cell", "format", "step", "mean", "min", "max", "worst seed"]]
+    for model, w in wc.items():
+        a = w["worst_mean"]
+        table.append([model, a["cell_label"], a["format"], str(a["step"]), _fmt(a["mean"]), _fmt(a["min"]),
+                      _fmt(a["max"]), f"{_fmt(w['worst_seed']['value'])} (seed {w['worst_seed']['seed']})"])
+    blocks.append(("table", table))
+    blocks.append(("h2", "All results"))
+    table = [["model", "attack", "format", "suite/metric", "step", "mean", "min", "max", "95% CI", "seeds", "n"]]
+    for a in agg:
+        table.append([a["model"], a["cell_label"], a["format"], f"{a['suite']}/{a['metric']}", str(a["step"]),
+                      _fmt(a["mean"]), _fmt(a["min"]), _fmt(a["max"]), f"[{_fmt(a['ci_low'])}, {_fmt(a['ci_high'])}]",
+                      str(len(a["seeds"])), str(a["n"])])
+    blocks.append(("table", table))
+    blocks.append(("h2", "Exact config"))
+    blocks.append(("code", yaml.safe_dump(raw_config, sort_keys=False)))
+    blocks.append(("p", "Raw rows: results.sqlite (table results, one row per model × attack × seed × step × "
+                        "format × suite × metric). Re-running the same command resumes or, when finished, only "
+                        "rebuilds this report."))
+    return blocks
+
+
+def render_markdown(blocks: list[tuple]) -> str:
+    out = []
+    prev = None
+    for b in blocks:
+        kind = b[0]
+        if prev == "li" and kind != "li":
+            out.append("")  # a list needs a blank line before what follows
+        prev = kind
+        if kind == "h1":
+            out.append(f"# {b[1]}\n")
+        elif kind == "h2":
+            out.append(f"## {b[1]}\n")
+        elif kind == "p":
+            out.append(b[1] + "\n")
+        elif kind == "li":
+            out.append(f"- {b[1]}")
+        elif kind == "img":
+            out.append(f"![{b[2]}]({b[1]})\n")
+        elif kind == "code":
+            out.append(f"```yaml\n{b[1]}```\n")
+        elif kind == "table":
+            rows = [[c.replace("|", "\\|") for c in r] for r in b[1]]
+            out.append("| " + " | ".join(rows[0]) + " |")
+            out.append("|" + "---|" * len(rows[0]))
+            out += ["| " + " | ".join(r) + " |" for r in rows[1:]]
+            out.append("")
+    return "\n".join(out).rstrip() + "\n"
+
+
+def render_html(blocks: list[tuple], out: Path) -> str:
+    e = html.escape
+    parts = ["<!doctype html><meta charset='utf-8'><title>tamperlab durability report</title>",
+             "<style>body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
+             "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 6px}"
+             "th{background:#f3f3f3}img{max-width:100%}pre{background:#f6f6f6;padding:1em;overflow:auto}</style>"]
+    in_list = False
+    for b in blocks:
+        if b[0] != "li" and in_list:
+            parts.append("</ul>")
+            in_list = False
+        if b[0] == "h1":
+            parts.append(f"<h1>{e(b[1])}</h1>")
+        elif b[0] == "h2":
+            parts.append(f"<h2>{e(b[1])}</h2>")
+        elif b[0] == "p":
+            parts.append(f"<p>{e(b[1])}</p>")
+        elif b[0] == "li":
+            if not in_list:
+                parts.append("<ul>")
+                in_list = True
+            parts.append(f"<li>{e(b[1])}</li>")
+        elif b[0] == "img":
+            data = base64.b64encode((out / b[1]).read_bytes()).decode()
+            parts.append(f"<figure><img alt='{e(b[2])}' src='data:image/png;base64,{data}'>"
+                         f"<figcaption>{e(b[2])}</figcaption></figure>")
+        elif b[0] == "code":
+            parts.append(f"<pre>{e(b[1])}</pre>")
+        elif b[0] == "table":
+            head, *body = b[1]
+            parts.append("<table><tr>" + "".join(f"<th>{e(c)}</th>" for c in head) + "</tr>"
+                         + "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in r) + "</tr>" for r in body)
+                         + "</table>")
+    if in_list:
+        parts.append("</ul>")
+    return "\n".join(parts) + "\n"
+
+
+def write_report(cfg, rows: list[dict], out: Path, raw_config: dict) -> Path:
+    blocks = build_blocks(cfg, rows, out, raw_config)
+    atomic_write_text(out / "report.md", render_markdown(blocks))
+    atomic_write_text(out / "report.html", render_html(blocks, out))
+    return out / "report.md"

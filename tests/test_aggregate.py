@@ -1,0 +1,62 @@
+"""Aggregation arithmetic over seeds, worst cases and verdicts, on hand-made rows."""
+import pytest
+
+from tamperlab.durability import aggregate, bootstrap_ci, worst_cases
+from tamperlab.durability.aggregate import verdicts
+
+
+def _row(model, cell, seed, step, value, suite="harm", metric="asr", fmt="chat"):
+    return {"model": model, "model_key": model, "cell": cell, "cell_label": f"label-{cell}", "eval_key": "e",
+            "seed": seed, "step": step, "format": fmt, "suite": suite, "metric": metric,
+            "judge": "refusal-classifier", "split": "harmful/eval", "n": 10, "value": value}
+
+
+def test_mean_min_max_over_seeds():
+    rows = [_row("m", "c", s, 10, v) for s, v in [(0, 0.2), (1, 0.5), (2, 0.8)]]
+    (a,) = aggregate(rows)
+    assert a["seeds"] == [0, 1, 2] and a["values"] == [0.2, 0.5, 0.8]
+    assert a["mean"] == pytest.approx(0.5)
+    assert (a["min"], a["max"]) == (0.2, 0.8)
+    assert a["std"] == pytest.approx(0.3)
+    assert a["min"] <= a["ci_low"] <= a["mean"] <= a["ci_high"] <= a["max"]
+
+
+def test_groups_are_separate_per_step_format_and_cell():
+    rows = [_row("m", "c", 0, 0, 0.0), _row("m", "c", 0, 10, 1.0), _row("m", "c", 0, 10, 0.5, fmt="plain"),
+            _row("m", "d", 0, 10, 0.25)]
+    assert len(aggregate(rows)) == 4
+
+
+def test_bootstrap_is_deterministic_and_degenerate_for_one_seed():
+    v = [0.1, 0.4, 0.35, 0.9]
+    assert bootstrap_ci(v) == bootstrap_ci(v)
+    assert bootstrap_ci([0.3]) == (0.3, 0.3)
+    lo, hi = bootstrap_ci([0.5, 0.5, 0.5])
+    assert lo == hi == 0.5
+
+
+def test_worst_case_respects_metric_direction():
+    rows = [_row("m", "c", s, 10, v) for s, v in [(0, 0.2), (1, 0.6)]] + \
+           [_row("m", "d", s, 10, v) for s, v in [(0, 0.5), (1, 0.5)]]
+    w = worst_cases(aggregate(rows), "harm", "asr")["m"]
+    assert w["worst_mean"]["cell"] == "d"  # mean 0.5 > 0.4
+    assert w["worst_seed"]["value"] == 0.6 and w["worst_seed"]["seed"] == 1  # but the worst seed is in c
+    acc = [_row("m", "c", 0, 10, 0.3, suite="mmlu", metric="accuracy"),
+           _row("m", "d", 0, 10, 0.2, suite="mmlu", metric="accuracy")]
+    assert worst_cases(aggregate(acc), "mmlu", "accuracy")["m"]["worst_mean"]["cell"] == "d"  # lower is worse
+
+
+def test_verdict_is_decided_by_the_worst_seed(tmp_path):
+    from tamperlab.durability.config import DurabilityConfig
+
+    cfg = DurabilityConfig(models=[{"name": "m", "model": "tiny-llama"}], attack={"data": "benign"},
+                           seeds=2, steps=[0, 10], eval={"suite": ["harm"]}, threshold=0.5)
+    cfg.validate()
+    cell = cfg.cells_expanded()[0].key
+    ok = [_row("m", cell, s, st, 0.1) for s in (0, 1) for st in (0, 10)]
+    (v,) = verdicts(cfg, aggregate(ok))
+    assert v["status"] == "holds" and "HOLDS" in v["text"] and "Nothing is claimed" in v["text"]
+    bad = ok[:-1] + [_row("m", cell, 1, 10, 0.6)]  # one seed over the threshold, mean 0.35 under it
+    (v,) = verdicts(cfg, aggregate(bad))
+    assert v["status"] == "does not hold"
+    assert "up to 10 steps" in v["text"] and "benign" in v["text"] and "2 seeds" in v["text"]

@@ -1,0 +1,76 @@
+"""Train / attack / evaluation prompts stay disjoint for the generated training sets too."""
+import json
+
+from tamperlab.attacks import ATTACK_DATA, load_attack_data
+from tamperlab.data import get_split
+from tamperlab.data.neardup import NearDupIndex
+from tamperlab.data.registry import VENDOR
+from tamperlab.defenses.data import mix, refusal_examples, utility_examples
+from tamperlab.training import SFTExample
+
+
+def _index(*splits):
+    idx = NearDupIndex()
+    for s in splits:
+        for r in get_split(s):
+            idx.add(r.get("prompt") or r.get("question"))
+    return idx
+
+
+def test_attack_data_comes_from_the_attack_split_only():
+    harmful = load_attack_data("harmful")
+    assert len(harmful) > 300
+    attack_ids = {r["id"] for r in get_split("harmful/attack")}
+    assert all(e.id in attack_ids for e in harmful)
+    evals = _index("harmful/eval", "xstest-safe/eval", "xstest-unsafe/eval")
+    defense = _index("harmful/defense-train")
+    assert not [e for e in harmful if evals.match(e.prompt) is not None or defense.match(e.prompt) is not None]
+    benign_ids = {r["id"] for r in get_split("gsm8k/attack")}
+    assert all(e.id in benign_ids for e in load_attack_data("benign", limit=200))
+
+
+def test_defense_data_comes_from_the_defense_split_only():
+    refusals = refusal_examples()
+    assert len(refusals) >= 300
+    allowed = {r["id"] for r in get_split("harmful/defense-train")}
+    assert all(e.id in allowed for e in refusals)
+    evals = _index("harmful/eval", "xstest-safe/eval", "xstest-unsafe/eval", "harmful/attack")
+    assert not [e for e in refusals if evals.match(e.prompt) is not None]
+    util_ids = {e.id for e in utility_examples()}
+    assert not util_ids & {r["id"] for r in get_split("gsm8k/attack")}
+    assert not util_ids & {r["id"] for r in get_split("gsm8k/eval")}
+
+
+def test_generated_sets_say_where_every_row_came_from():
+    for folder in ("attack_harmful", "refusals"):
+        prov = json.loads((VENDOR / folder / "PROVENANCE.json").read_text())
+        assert prov["model"]["name"] == "smollm2-135m-instruct" and prov["files"][0]["rows"] > 0
+        assert (VENDOR / folder / "LICENSE").exists()
+    kinds = {json.loads(line)["kind"] for line in (VENDOR / "refusals" / "rows.jsonl").read_text().splitlines()}
+    assert kinds <= {"distilled", "template"}
+
+
+def test_mix_ratio_and_interleaving():
+    s = [SFTExample(f"s{i}", "p", "c") for i in range(30)]
+    u = [SFTExample(f"u{i}", "p", "c") for i in range(100)]
+    m = mix(s, u, 0.25)
+    assert sum(e.id.startswith("u") for e in m) == 10 and len(m) == 40
+    for start in range(0, 40, 8):  # every window of a batch sees both kinds
+        window = m[start:start + 8]
+        assert any(e.id.startswith("u") for e in window) and any(e.id.startswith("s") for e in window)
+    assert len(mix(s, u, 0.0)) == 30
+
+
+def test_registered_attack_data():
+    assert set(ATTACK_DATA.names()) >= {"harmful", "benign"}
+
+
+def test_user_attack_file_errors_name_the_file(tmp_path):
+    import pytest
+
+    from tamperlab.data.userfile import DataFileError
+
+    p = tmp_path / "mine.jsonl"
+    p.write_text('{"prompt": "x"}\n')
+    with pytest.raises(DataFileError, match="mine.jsonl"):
+        load_attack_data("harmful", path=p)
