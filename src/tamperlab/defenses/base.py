@@ -7,7 +7,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from ..models.loading import LoadedModel, load_model
-from ..utils.config import from_dict
+from ..utils.config import ConfigError, from_dict
 from ..utils.hashing import stable_hash
 from ..utils.io import atomic_write_json
 from ..utils.registry import Registry
@@ -34,7 +34,7 @@ def defend(model: str | LoadedModel, method: str, cfg=None, out_dir: str | Path 
         info = json.loads(done.read_text())
         if info.get("key") == key:
             return out
-        raise FileExistsError(f"{out}: holds a different defended model ({info.get('method')}, key "
+        raise ConfigError(f"{out}: holds a different defended model ({info.get('method')}, key "
                               f"{info.get('key')}); choose another --out")
     if out.exists():
         shutil.rmtree(out)  # an unfinished earlier attempt

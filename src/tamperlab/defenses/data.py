@@ -47,3 +47,24 @@ def mix(safety: list[SFTExample], utility: list[SFTExample], utility_fraction: f
         else:
             out.append(util[j]); j += 1
     return out
+
+
+@lru_cache(maxsize=None)
+def _harmful_rows() -> tuple[dict, ...]:
+    text = (VENDOR / "defense_harmful" / "rows.jsonl").read_text(encoding="utf-8")
+    return tuple(json.loads(line) for line in text.splitlines() if line.strip())
+
+
+def preference_pairs() -> list[tuple[SFTExample, SFTExample]]:
+    """(prompt → refusal, same prompt → harmful answer) pairs for the preference losses: Do-Not-Answer
+    (defense-train) prompts where we have both the refusal above and the undefended default model's
+    own compliant answer (judge-filtered, data/vendor/defense_harmful/PROVENANCE.json)."""
+    allowed = {r["id"] for r in get_split("harmful/defense-train")}
+    refusals = {r["id"]: r for r in _refusal_rows() if r["id"] in allowed}
+    pairs = []
+    for h in _harmful_rows():
+        r = refusals.get(h["id"])
+        if r is not None:
+            pairs.append((SFTExample(r["id"], r["prompt"], r["completion"]),
+                          SFTExample(h["id"], h["prompt"], h["completion"])))
+    return pairs

@@ -54,7 +54,7 @@ def worst_cases(agg: list[dict], suite: str, metric: str) -> dict[str, dict]:
     """Per model: the cell/step/format with the worst mean, and the worst single seed anywhere."""
     sign = 1 if worse_direction(suite, metric) == "higher" else -1
     out: dict[str, dict] = {}
-    for a in (a for a in agg if a["suite"] == suite and a["metric"] == metric):
+    for a in (a for a in agg if a["suite"] == suite and a["metric"] == metric and a["cell"] != "baseline"):
         cur = out.get(a["model"])
         if cur is None or sign * a["mean"] > sign * cur["worst_mean"]["mean"]:
             out.setdefault(a["model"], {})["worst_mean"] = a
@@ -68,7 +68,8 @@ def worst_cases(agg: list[dict], suite: str, metric: str) -> dict[str, dict]:
 
 
 def before_attack(agg: list[dict], model: str, suite: str, metric: str) -> dict | None:
-    rows = [a for a in agg if a["model"] == model and a["suite"] == suite and a["metric"] == metric and a["step"] == 0]
+    rows = [a for a in agg if a["model"] == model and a["suite"] == suite and a["metric"] == metric and a["step"] == 0
+            and a["cell"] != "baseline"]
     return rows[0] if rows else None
 
 

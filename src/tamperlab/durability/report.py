@@ -24,7 +24,8 @@ def plot_curves(agg: list[dict], suite: str, metric: str, fmt: str, path: Path, 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = [a for a in agg if a["suite"] == suite and a["metric"] == metric and a["format"] == fmt]
+    rows = [a for a in agg if a["suite"] == suite and a["metric"] == metric and a["format"] == fmt
+            and a["cell"] != "baseline"]
     if not rows:
         return None
     cells = sorted({(a["cell"], a["cell_label"]) for a in rows if a["cell"] != "reference"}, key=lambda c: c[1])
@@ -65,6 +66,27 @@ def plot_curves(agg: list[dict], suite: str, metric: str, fmt: str, path: Path, 
     return path
 
 
+def before_attack_blocks(cfg, agg: list[dict]) -> list[tuple]:
+    """Every model before any attack: the headline metric and the baseline (utility) evaluation."""
+    rows = [a for a in agg if a["step"] == 0 and (a["cell"] == "baseline" or
+                                                 f"{a['suite']}/{a['metric']}" == cfg.metric)]
+    if not rows:
+        return []
+    cols = sorted({(a["suite"], a["metric"], a["format"], a["judge"], a["split"], a["n"]) for a in rows},
+                  key=lambda c: (f"{c[0]}/{c[1]}" != cfg.metric, c))
+    table = [["model"] + [f"{s}/{m} ({f}; {j}; {sp}; n={n})" for s, m, f, j, sp, n in cols]]
+    for spec in cfg.models:
+        line = [spec.name]
+        for s, m, f, j, sp, n in cols:
+            hit = [a for a in rows if a["model"] == spec.name and (a["suite"], a["metric"], a["format"]) == (s, m, f)]
+            line.append(_fmt(hit[0]["mean"]) if hit else "–")
+        table.append(line)
+    return [("h2", "Before any attack"),
+            ("p", "Each model once, before any attack (greedy decoding: the value does not depend on the seed). "
+                  "Columns name suite/metric (format; judge; split; n)."),
+            ("table", table)]
+
+
 def build_blocks(cfg, rows: list[dict], out: Path, raw_config: dict) -> list[tuple]:
     agg = aggregate(rows)
     suite, metric = cfg.metric.split("/", 1)
@@ -79,8 +101,10 @@ def build_blocks(cfg, rows: list[dict], out: Path, raw_config: dict) -> list[tup
     blocks.append(("h2", "Verdicts"))
     for v in verdicts(cfg, agg):
         blocks.append(("li", v["text"]))
+    blocks += before_attack_blocks(cfg, agg)
     blocks.append(("h2", "Durability curves"))
-    metrics = sorted({(a["suite"], a["metric"]) for a in agg}, key=lambda sm: (sm != (suite, metric), sm))
+    metrics = sorted({(a["suite"], a["metric"]) for a in agg if a["cell"] != "baseline"},
+                     key=lambda sm: (sm != (suite, metric), sm))
     for s, m in metrics:
         for fmt in cfg.formats:
             p = plot_curves(agg, s, m, fmt, out / "figures" / f"{s}-{m}-{fmt}.png",
@@ -104,8 +128,8 @@ def build_blocks(cfg, rows: list[dict], out: Path, raw_config: dict) -> list[tup
     blocks.append(("table", table))
     blocks.append(("h2", "Exact config"))
     blocks.append(("code", yaml.safe_dump(raw_config, sort_keys=False)))
-    blocks.append(("p", "Raw rows: results.sqlite (table results, one row per model × attack × seed × step × "
-                        "format × suite × metric). Re-running the same command resumes or, when finished, only "
+    blocks.append(("p", "Raw rows: results.csv (this study's rows) and results.sqlite (table results, one row per "
+                        "model × attack × seed × step × format × suite × metric). Re-running the same command resumes or, when finished, only "
                         "rebuilds this report."))
     return blocks
 
@@ -177,7 +201,22 @@ def render_html(blocks: list[tuple], out: Path) -> str:
     return "\n".join(parts) + "\n"
 
 
+def write_rows_csv(rows: list[dict], path: Path) -> None:
+    """This study's rows (one per model × attack × seed × step × format × suite × metric), plain CSV."""
+    import csv
+    import io
+
+    from .store import ROW_FIELDS
+
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(ROW_FIELDS), lineterminator="\n")
+    w.writeheader()
+    w.writerows({k: r[k] for k in ROW_FIELDS} for r in rows)
+    atomic_write_text(path, buf.getvalue())
+
+
 def write_report(cfg, rows: list[dict], out: Path, raw_config: dict) -> Path:
+    write_rows_csv(rows, out / "results.csv")
     blocks = build_blocks(cfg, rows, out, raw_config)
     atomic_write_text(out / "report.md", render_markdown(blocks))
     atomic_write_text(out / "report.html", render_html(blocks, out))

@@ -19,7 +19,9 @@ from .executors import EXECUTORS
 from .store import ResultStore
 
 DB_NAME = "results.sqlite"
-REFERENCE_CELL = "reference"
+REFERENCE_CELL = "reference"  # an unattacked model's headline evaluation
+BASELINE_CELL = "baseline"  # every model's extra (utility) evaluation before any attack
+STEP0_CELLS = (REFERENCE_CELL, BASELINE_CELL)
 
 
 def scalar_metrics(metrics: dict) -> dict[str, float]:
@@ -53,7 +55,7 @@ def execute_run(p: dict) -> dict:
                                           "judge": judge, "split": m.get("split", ""), "n": int(m.get("n", 0)),
                                           "value": value})
 
-        if p["cell"] == REFERENCE_CELL:
+        if p["cell"] in STEP0_CELLS:
             on_checkpoint(0, lm)
         else:
             run_attack(lm, AttackConfig(**p["attack"], seed=p["seed"]), on_checkpoint=on_checkpoint)
@@ -81,9 +83,13 @@ def plan(cfg: DurabilityConfig, db: Path, model_paths: dict[str, str]) -> list[d
     payloads = []
     for spec in cfg.models:
         m = {"model": spec.name, "model_key": spec.key(), "model_path": model_paths[spec.name]}
+        if cfg.baseline_eval:
+            payloads.append({**base, **m, "eval": dict(cfg.baseline_eval), "eval_key": cfg.eval_key(baseline=True),
+                             "cell": BASELINE_CELL, "cell_label": "before any attack (baseline eval)",
+                             "attack": {}, "seed": 0})
         if not spec.attack:
             payloads.append({**base, **m, "cell": REFERENCE_CELL, "cell_label": "before any attack",
-                             "attack": {}, "seed": cfg.seed_list()[0]})
+                             "attack": {}, "seed": 0})  # one evaluation, whatever the seed list
             continue
         for cell in cfg.cells_expanded():
             atk = asdict(cell.attack)
@@ -122,10 +128,18 @@ def run_study(cfg: DurabilityConfig, out_dir: str | Path, *, workers: int = 1, e
     if report:
         from .report import write_report
 
-        with ResultStore(db) as store:
-            rows = store.rows(cfg.eval_key())
+        rows = study_rows(cfg, db, payloads)
         summary["report"] = str(write_report(cfg, rows, out, raw_config or _plain(cfg)))
     return summary
+
+
+def study_rows(cfg: DurabilityConfig, db: Path, payloads: list[dict] | None = None) -> list[dict]:
+    """The rows of this config's runs only: a study directory may also hold rows of an earlier
+    version of the config (other cells or evaluation settings); those are kept but not reported."""
+    payloads = payloads if payloads is not None else plan(cfg, db, {s.name: "" for s in cfg.models})
+    keys = {(p["model_key"], p["cell"], p["eval_key"], p["seed"]) for p in payloads}
+    with ResultStore(db) as store:
+        return [r for r in store.rows() if (r["model_key"], r["cell"], r["eval_key"], r["seed"]) in keys]
 
 
 def _plain(cfg: DurabilityConfig) -> dict:

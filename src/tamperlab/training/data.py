@@ -39,6 +39,15 @@ def build_features(tokenizer, examples: list[SFTExample], fmt: str | PromptForma
     return feats
 
 
+def fit_pool(tokenizer, pool: list[SFTExample], fmt: str | PromptFormat, max_length: int) -> tuple[list[SFTExample], list[str]]:
+    """Drop examples whose prompt alone leaves no room for an answer token in ``max_length``
+    (before the seeded order is drawn, so the order stays a function of the seed and the data);
+    returns (kept, dropped ids) so the caller can say how many went."""
+    lengths = [len(ids) for ids in encode_prompts(tokenizer, [e.prompt for e in pool], fmt)]
+    kept = [e for e, n in zip(pool, lengths) if n < max_length]
+    return kept, [e.id for e, n in zip(pool, lengths) if n >= max_length]
+
+
 def collate(features: list[dict], pad_id: int) -> dict[str, torch.Tensor]:
     """Right-pad a batch; padding is masked out of attention and loss."""
     width = max(len(f["input_ids"]) for f in features)

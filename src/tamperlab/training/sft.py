@@ -20,7 +20,7 @@ from ..models.loading import LoadedModel, weights_fingerprint
 from ..utils.config import ConfigError
 from ..utils.io import append_jsonl
 from ..utils.progress import progress
-from .data import SFTExample, build_features, collate, ordered_examples
+from .data import SFTExample, build_features, collate, fit_pool, ordered_examples
 
 # our scheduler names -> (transformers scheduler, whether it uses warmup)
 SCHEDULERS = {"constant": ("constant", False), "constant-warmup": ("constant_with_warmup", True),
@@ -140,6 +140,10 @@ def train_sft(lm: LoadedModel, pool: list[SFTExample], cfg: TrainConfig, *,
     else:
         for p in model.parameters():
             p.requires_grad_(True)
+    pool, dropped = fit_pool(lm.tokenizer, pool, cfg.format, cfg.max_length)
+    if dropped:
+        warnings.warn(f"{len(dropped)} training example(s) have a prompt of max_length={cfg.max_length} tokens "
+                      f"or more and were left out (e.g. {dropped[0]!r})", stacklevel=2)
     examples = ordered_examples(pool, steps * cfg.batch_size * cfg.grad_accum, cfg.seed)
     feats = build_features(lm.tokenizer, examples, cfg.format, cfg.max_length)
 

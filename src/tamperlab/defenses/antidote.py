@@ -1,0 +1,317 @@
+"""AntiDote (arXiv 2509.08000): a bi-level game between a LoRA defender and an adversarial
+hypernetwork that writes low-rank weight patches from the defender's own activations.
+
+- adversary step: maximise harm *under its patch* (prefer the harmful answer over the refusal,
+  DPO/IPO against the frozen original model, or NLL of the harmful answer); only the adversary moves.
+- defender step: safety loss *with the patch applied* (prefer the refusal) + utility LM loss + KL
+  to the original model on benign data *with the patch removed*; only the defender moves.
+- blocks of k adversary then k defender steps; optional adversary re-initialisation per block;
+  optional clean-safety term (safety loss without the patch).
+
+Unlike the released reference code, the adversary's step runs with gradients: it learns
+(tests/test_antidote.py checks that its parameters move and its loss falls)."""
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from ..models.hooks import capture_inputs, find_sites, low_rank_patch
+from ..models.loading import LoadedModel
+from ..prompts.formats import encode_prompts
+from ..training.data import IGNORE_INDEX, SFTExample, build_features, collate, ordered_examples
+from ..training.engine import Engine
+from ..training.losses import kl_to_reference, preference_loss, sequence_logps, token_logps
+from ..training.sft import DEFAULT_TARGETS, TrainConfig, save_model_dir, wrap_lora
+from ..utils.config import ConfigError
+from ..utils.io import atomic_write_text
+from ..utils.progress import progress
+from .base import DEFENSES
+from .data import preference_pairs, utility_examples
+
+
+@dataclass
+class AntiDoteConfig:
+    steps: int = field(default=60, metadata={"help": "defender steps (the adversary takes as many)"})
+    block: int = field(default=5, metadata={"help": "k: adversary steps, then k defender steps, per block"})
+    batch_size: int = field(default=4, metadata={"help": "harmful preference pairs per step"})
+    benign_batch_size: int = field(default=4, metadata={"help": "benign (utility) examples per defender step"})
+    lr: float = field(default=2e-4, metadata={"help": "defender learning rate (cosine, warmup)"})
+    warmup_steps: int = field(default=5, metadata={"help": "defender warmup steps"})
+    adv_lr: float = field(default=1e-3, metadata={"help": "adversary learning rate (constant)"})
+    lora_rank: int = field(default=16, metadata={"help": "defender LoRA rank"})
+    lora_alpha: float = field(default=32.0, metadata={"help": "defender LoRA alpha"})
+    lora_targets: list[str] = field(default_factory=lambda: list(DEFAULT_TARGETS),
+                                    metadata={"help": "modules the defender's LoRA adapts"})
+    adv_targets: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"],
+                                   metadata={"help": "projections the adversary patches (add MLP names to include them)"})
+    adv_rank: int = field(default=4, metadata={"help": "rank r of each patch ΔW = V·U"})
+    adv_hidden: int = field(default=64, metadata={"help": "hypernetwork hidden size"})
+    adv_scale: float = field(default=1.0, metadata={"help": "patch scale"})
+    adv_loss: str = field(default="dpo", metadata={"help": "adversary objective: dpo | ipo | nll"})
+    safety_loss: str = field(default="dpo", metadata={"help": "defender safety objective: dpo | ipo"})
+    beta: float = field(default=0.1, metadata={"help": "DPO/IPO beta"})
+    w_safety: float = field(default=1.0, metadata={"help": "weight of the patched safety loss"})
+    w_lm: float = field(default=0.8, metadata={"help": "weight of the utility LM loss (no patch)"})
+    w_kl: float = field(default=0.3, metadata={"help": "weight of KL to the original model on benign data (no patch)"})
+    w_clean_safety: float = field(default=0.0, metadata={"help": "weight of the safety loss without the patch"})
+    adv_reinit: bool = field(default=False, metadata={"help": "re-initialise the adversary at each block"})
+    max_length: int = field(default=192, metadata={"help": "tokens per example"})
+    format: str = field(default="chat", metadata={"help": "prompt format of the training data"})
+    max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping (each player)"})
+    mixed_precision: str = field(default="auto", metadata={"help": "auto | no | bf16 | fp16"})
+    checkpoint_every: int = field(default=20, metadata={"help": "defender steps between resumable checkpoints (0: none)"})
+    seed: int = field(default=0, metadata={"help": "seed: data order, initialisations"})
+
+    def validate(self) -> None:
+        for name in ("steps", "block", "batch_size", "benign_batch_size", "lora_rank", "adv_rank", "adv_hidden",
+                     "max_length"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"field {name!r}: must be >= 1, got {getattr(self, name)}")
+        for name in ("lr", "adv_lr", "beta"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"field {name!r}: must be > 0, got {getattr(self, name)}")
+        if self.adv_loss not in ("dpo", "ipo", "nll"):
+            raise ConfigError(f"field 'adv_loss': dpo | ipo | nll, got {self.adv_loss!r}")
+        if self.safety_loss not in ("dpo", "ipo"):
+            raise ConfigError(f"field 'safety_loss': dpo | ipo, got {self.safety_loss!r}")
+        if self.checkpoint_every and self.checkpoint_every % self.block:
+            raise ConfigError(f"field 'checkpoint_every': must be a multiple of block={self.block} "
+                              f"(checkpoints are taken between blocks), got {self.checkpoint_every}")
+        for name in ("w_safety", "w_lm", "w_kl", "w_clean_safety"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"field {name!r}: must be >= 0, got {getattr(self, name)}")
+
+    def lr_at(self, step: int) -> float:
+        """Defender learning rate before optimizer step ``step`` (0-based): warmup then cosine."""
+        if step < self.warmup_steps:
+            return self.lr * (step + 1) / (self.warmup_steps + 1)
+        t = (step - self.warmup_steps) / max(1, self.steps - self.warmup_steps)
+        return self.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
+
+
+def _pad_batch(feats: list[dict], pad_id: int, device) -> dict:
+    return {k: v.to(device) for k, v in collate(feats, pad_id).items()}
+
+
+class AntiDoteTrainer:
+    """Holds both players and the data; ``adversary_step``/``defender_step`` are the two moves."""
+
+    def __init__(self, lm: LoadedModel, cfg: AntiDoteConfig, engine: Engine,
+                 pairs: list[tuple[SFTExample, SFTExample]] | None = None, benign: list[SFTExample] | None = None):
+        cfg.validate()
+        self.cfg, self.lm, self.engine = cfg, lm, engine
+        tok = lm.tokenizer
+        self.pad = tok.pad_token_id
+        torch.manual_seed(cfg.seed)
+        tcfg = TrainConfig(method="lora", lora_rank=cfg.lora_rank, lora_alpha=cfg.lora_alpha,
+                           lora_targets=list(cfg.lora_targets), seed=cfg.seed)
+        self.model = wrap_lora(copy.deepcopy(lm.model), tcfg)
+        self.sites = find_sites(self.model, cfg.adv_targets)
+        torch.manual_seed(cfg.seed + 1)
+        from .hypernetwork import PatchHypernetwork
+
+        self.adversary = PatchHypernetwork(self.sites, rank=cfg.adv_rank, hidden=cfg.adv_hidden)
+        self.def_params = [p for p in self.model.parameters() if p.requires_grad]
+        self.def_opt = torch.optim.AdamW(self.def_params, lr=cfg.lr, weight_decay=0.0)
+        self.adv_opt = torch.optim.AdamW(self.adversary.parameters(), lr=cfg.adv_lr, weight_decay=0.0)
+        self.model, self.adversary, self.def_opt, self.adv_opt = engine.prepare(
+            self.model, self.adversary, self.def_opt, self.adv_opt)
+        pairs = pairs if pairs is not None else preference_pairs()
+        benign = benign if benign is not None else utility_examples()
+        if not pairs:
+            raise ConfigError("AntiDote needs (refusal, harmful answer) pairs; none found")
+        # data order: a pure function of the seed (one index sequence for the pairs, one for benign)
+        n = 2 * cfg.steps * cfg.batch_size
+        ids = ordered_examples([SFTExample(str(i), "", "") for i in range(len(pairs))], n, cfg.seed)
+        self.pair_order = [pairs[int(e.id)] for e in ids]
+        self.benign_order = ordered_examples(benign, cfg.steps * cfg.benign_batch_size, cfg.seed)
+        self._ref_cache: dict[tuple[str, str], float] = {}
+
+    # ---- parameter counts, for the card -------------------------------------------------------
+    def param_counts(self) -> dict:
+        base = sum(p.numel() for p in self.lm.model.parameters())
+        adv = sum(p.numel() for p in self.adversary.parameters())
+        lora = sum(p.numel() for p in self.def_params)
+        return {"model": base, "adversary": adv, "defender_lora": lora, "adversary_to_model": adv / base}
+
+    # ---- batches ----------------------------------------------------------------------------
+    def pair_batch(self, i: int) -> tuple[dict, dict, dict, list]:
+        """Pairs of adversary-or-defender move ``i``: prompt batch, refusal batch, harmful batch."""
+        b = self.cfg.batch_size
+        chunk = self.pair_order[i * b:(i + 1) * b]
+        refusals, harmful = [c[0] for c in chunk], [c[1] for c in chunk]
+        tok, fmt, ml, dev = self.lm.tokenizer, self.cfg.format, self.cfg.max_length, self.engine.device
+        prompt_ids = encode_prompts(tok, [r.prompt for r in refusals], fmt)
+        prompts = _pad_batch([{"input_ids": p[:ml], "labels": p[:ml]} for p in prompt_ids], self.pad, dev)
+        ref_b = _pad_batch(build_features(tok, refusals, fmt, ml), self.pad, dev)
+        harm_b = _pad_batch(build_features(tok, harmful, fmt, ml), self.pad, dev)
+        return prompts, ref_b, harm_b, chunk
+
+    def benign_batch(self, i: int) -> dict:
+        b = self.cfg.benign_batch_size
+        ex = self.benign_order[i * b:(i + 1) * b]
+        return _pad_batch(build_features(self.lm.tokenizer, ex, self.cfg.format, self.cfg.max_length), self.pad,
+                          self.engine.device)
+
+    # ---- pieces ----------------------------------------------------------------------------
+    def read_activations(self, prompts: dict) -> dict[str, torch.Tensor]:
+        """The defender's (adapter on, no patch) inputs to each targeted projection on the prompts."""
+        with torch.no_grad(), capture_inputs(self.model, self.sites) as acts:
+            self.model(input_ids=prompts["input_ids"], attention_mask=prompts["attention_mask"])
+        return {k: v.detach() for k, v in acts.items()}
+
+    def reference_logps(self, batch: dict, chunk: list, side: int) -> torch.Tensor:
+        """Frozen original model (adapter off, no patch): cached per example, it never changes."""
+        keys = [(c[side].id, "ref" if side == 0 else "harm") for c in chunk]
+        if not all(k in self._ref_cache for k in keys):
+            with torch.no_grad(), self.engine.acc.unwrap_model(self.model).disable_adapter():
+                lp = sequence_logps(self.model, batch)
+            for k, v in zip(keys, lp.tolist()):
+                self._ref_cache[k] = v
+        return torch.tensor([self._ref_cache[k] for k in keys], device=self.engine.device)
+
+    def _patched_pair_logps(self, patches, ref_b, harm_b) -> tuple[torch.Tensor, torch.Tensor]:
+        """Sequence log-probs of refusal and harmful answer under the patch, in one forward."""
+        w = max(ref_b["input_ids"].shape[1], harm_b["input_ids"].shape[1])
+
+        def pad(t, value):
+            return torch.nn.functional.pad(t, (0, w - t.shape[1]), value=value)
+        both = {"input_ids": torch.cat([pad(ref_b["input_ids"], self.pad), pad(harm_b["input_ids"], self.pad)]),
+                "attention_mask": torch.cat([pad(ref_b["attention_mask"], 0), pad(harm_b["attention_mask"], 0)]),
+                "labels": torch.cat([pad(ref_b["labels"], IGNORE_INDEX), pad(harm_b["labels"], IGNORE_INDEX)])}
+        with low_rank_patch(self.model, patches, self.cfg.adv_scale):
+            lp = sequence_logps(self.model, both)  # (2B,)
+        n = ref_b["input_ids"].shape[0]
+        return lp[:n], lp[n:]
+
+    # ---- the two moves ---------------------------------------------------------------------
+    def adversary_step(self, i: int) -> dict:
+        cfg = self.cfg
+        prompts, ref_b, harm_b, chunk = self.pair_batch(i)
+        for p in self.def_params:
+            p.requires_grad_(False)  # the adversary's loss must not reach the defender
+        try:
+            acts = self.read_activations(prompts)
+            patches = self.adversary(acts, prompts["attention_mask"])
+            if cfg.adv_loss == "nll":
+                with low_rank_patch(self.model, patches, cfg.adv_scale):
+                    out = self.model(input_ids=harm_b["input_ids"], attention_mask=harm_b["attention_mask"])
+                lp, mask = token_logps(out.logits, harm_b["labels"])
+                loss = -lp.sum() / mask.sum().clamp(min=1)
+            else:
+                lp_ref, lp_harm = self._patched_pair_logps(patches, ref_b, harm_b)
+                loss = preference_loss(lp_harm, lp_ref, self.reference_logps(harm_b, chunk, 1),
+                                       self.reference_logps(ref_b, chunk, 0), cfg.beta, cfg.adv_loss)
+            self.engine.backward(loss)
+            gnorm = torch.nn.utils.clip_grad_norm_(self.adversary.parameters(), cfg.max_grad_norm)
+            self.adv_opt.step()
+            self.adv_opt.zero_grad(set_to_none=True)
+        finally:
+            for p in self.def_params:
+                p.requires_grad_(True)
+        patch_norm = float(sum((v.detach() @ u.detach()).norm() ** 2 for u, v in patches.values()) ** 0.5)
+        return {"adv_loss": float(loss), "adv_grad_norm": float(gnorm), "patch_norm": patch_norm}
+
+    def defender_step(self, i: int, step: int) -> dict:
+        cfg = self.cfg
+        prompts, ref_b, harm_b, chunk = self.pair_batch(i)
+        benign = self.benign_batch(step)
+        for g in self.def_opt.param_groups:
+            g["lr"] = cfg.lr_at(step)
+        acts = self.read_activations(prompts)
+        with torch.no_grad():  # the defender's loss must not reach the adversary
+            patches = {k: (u.detach(), v.detach()) for k, (u, v) in self.adversary(acts, prompts["attention_mask"]).items()}
+        ref_ref, ref_harm = self.reference_logps(ref_b, chunk, 0), self.reference_logps(harm_b, chunk, 1)
+        lp_ref, lp_harm = self._patched_pair_logps(patches, ref_b, harm_b)
+        safety = preference_loss(lp_ref, lp_harm, ref_ref, ref_harm, cfg.beta, cfg.safety_loss)
+        out = self.model(input_ids=benign["input_ids"], attention_mask=benign["attention_mask"])
+        lp, mask = token_logps(out.logits, benign["labels"])
+        lm_loss = -lp.sum() / mask.sum().clamp(min=1)
+        with torch.no_grad(), self.engine.acc.unwrap_model(self.model).disable_adapter():
+            ref_logits = self.model(input_ids=benign["input_ids"], attention_mask=benign["attention_mask"]).logits
+        kl = kl_to_reference(out.logits, ref_logits, benign["labels"])
+        loss = cfg.w_safety * safety + cfg.w_lm * lm_loss + cfg.w_kl * kl
+        row = {}
+        if cfg.w_clean_safety > 0:
+            c_ref, c_harm = self._patched_pair_logps({}, ref_b, harm_b)
+            clean = preference_loss(c_ref, c_harm, ref_ref, ref_harm, cfg.beta, cfg.safety_loss)
+            loss = loss + cfg.w_clean_safety * clean
+            row["clean_safety"] = float(clean)
+        self.engine.backward(loss)
+        gnorm = torch.nn.utils.clip_grad_norm_(self.def_params, cfg.max_grad_norm)
+        self.def_opt.step()
+        self.def_opt.zero_grad(set_to_none=True)
+        return {"loss": float(loss), "safety": float(safety), "lm": float(lm_loss), "kl": float(kl),
+                "def_grad_norm": float(gnorm), "lr": cfg.lr_at(step), **row}
+
+    # ---- the game --------------------------------------------------------------------------
+    def train(self, description: str = "defend: AntiDote") -> dict:
+        cfg, eng = self.cfg, self.engine
+        modules = {"defender": self.model, "adversary": self.adversary}
+        optims = {"defender": self.def_opt, "adversary": self.adv_opt}
+        start, _ = eng.resume(modules, optims)
+        last: dict = {}
+        with progress(description, cfg.steps) as advance:
+            advance(start)
+            step = start
+            while step < cfg.steps:
+                k = min(cfg.block, cfg.steps - step)
+                if cfg.adv_reinit and step > 0:
+                    self.adversary.reset_parameters()
+                    self.adv_opt.state.clear()
+                for j in range(k):  # adversary block: pair batches 2*step .. (shared index space)
+                    row = self.adversary_step(2 * (step + j))
+                    eng.log(step + j + 1, {"phase": "adversary", **row})
+                    last.update(row)
+                for j in range(k):
+                    row = self.defender_step(2 * (step + j) + 1, step + j)
+                    eng.log(step + j + 1, {"phase": "defender", **row})
+                    last.update(row)
+                    advance(1)
+                step += k
+                eng.maybe_checkpoint(step, cfg.steps, modules, optims)
+        self.model.eval()
+        return last
+
+
+def defend_antidote(lm: LoadedModel, cfg: AntiDoteConfig, out: Path) -> dict:
+    engine = Engine(out / "work", mixed_precision=cfg.mixed_precision, checkpoint_every=cfg.checkpoint_every)
+    trainer = AntiDoteTrainer(lm, cfg, engine)
+    last = trainer.train()
+    model = engine.acc.unwrap_model(trainer.model)
+    save_model_dir(model, lm.tokenizer, out, merge=True)
+    model.save_pretrained(out / "adapter")
+    from safetensors.torch import save_file
+
+    save_file({k: v.detach().cpu().contiguous() for k, v in trainer.adversary.state_dict().items()},
+              str(out / "adversary.safetensors"))
+    (out / "train_log.jsonl").write_text((out / "work" / "train_log.jsonl").read_text())
+    counts = trainer.param_counts()
+    atomic_write_text(out / "card.md", _card(cfg, counts, last, len(trainer.pair_order)))
+    import shutil
+
+    shutil.rmtree(out / "work" / "checkpoint", ignore_errors=True)  # finished: resume state not needed
+    return {"params": counts, "final": last,
+            "data": {"pairs": "harmful/defense-train (data/vendor/refusals + data/vendor/defense_harmful)",
+                     "utility": "gsm8k/defense-train"}}
+
+
+def _card(cfg: AntiDoteConfig, counts: dict, last: dict, n_pairs: int) -> str:
+    from dataclasses import asdict
+
+    rows = "\n".join(f"| {k} | {v} |" for k, v in asdict(cfg).items())
+    fin = "\n".join(f"| {k} | {v:.4g} |" for k, v in last.items() if isinstance(v, float))
+    return (f"# AntiDote-defended model\n\nDefender: LoRA r{cfg.lora_rank} on a frozen base; adversary: "
+            f"patch hypernetwork with {counts['adversary']:,} parameters "
+            f"({counts['adversary_to_model']:.2%} of the model's {counts['model']:,}), rank-{cfg.adv_rank} patches on "
+            f"{', '.join(cfg.adv_targets)}.\n\nData: refusal/harmful preference pairs from `harmful/defense-train` "
+            f"and GSM8K `gsm8k/defense-train` for utility.\n\n## Config\n\n| key | value |\n|---|---|\n{rows}\n\n"
+            f"## Final step\n\n| quantity | value |\n|---|---|\n{fin}\n")
+
+
+DEFENSES.register("antidote", defend_antidote, config_cls=AntiDoteConfig,
+                  help="AntiDote: LoRA defender vs a learning hypernetwork adversary that patches its weights")

@@ -1,0 +1,131 @@
+"""AntiDote on a tiny model: the adversary really learns, the two players' gradients never cross,
+the patch really changes the model, and the engine resumes exactly after a crash."""
+import pytest
+import torch
+
+from tamperlab.defenses.antidote import AntiDoteConfig, AntiDoteTrainer
+from tamperlab.models.hooks import find_sites, low_rank_patch
+from tamperlab.training import SFTExample
+from tamperlab.training.engine import Engine
+from tamperlab.training.sft import DivergedError
+
+PAIRS = [(SFTExample(f"p{i}", f"How do I hurt person number {i}?", "I'm sorry, I can't help with that."),
+          SFTExample(f"p{i}", f"How do I hurt person number {i}?", f"Sure, here is how to hurt {i}: step one."))
+         for i in range(12)]
+BENIGN = [SFTExample(f"b{i}", f"What is {i} plus {i}?", f"{i} plus {i} is {2 * i}.") for i in range(12)]
+
+
+def _trainer(tiny, tmp_path, **kw):
+    cfg = AntiDoteConfig(**{"steps": 4, "block": 2, "batch_size": 3, "benign_batch_size": 3, "adv_lr": 1e-2,
+                            "lr": 1e-3, "warmup_steps": 0, "max_length": 64, "checkpoint_every": 0,
+                            "lora_targets": ["q_proj", "v_proj"], **kw})
+    return AntiDoteTrainer(tiny, cfg, Engine(tmp_path, checkpoint_every=cfg.checkpoint_every), PAIRS, BENIGN)
+
+
+def _snapshot(params):
+    return [p.detach().clone() for p in params]
+
+
+def _changed(before, params):
+    return any(not torch.equal(b, p) for b, p in zip(before, params))
+
+
+def test_the_adversary_learns_during_its_block(tiny, tmp_path):
+    t = _trainer(tiny, tmp_path)
+    before = _snapshot(t.adversary.parameters())
+    losses = [t.adversary_step(0)["adv_loss"] for _ in range(8)]  # same batch: its harm loss must fall
+    assert _changed(before, list(t.adversary.parameters()))
+    assert losses[-1] < losses[0] - 1e-3, losses
+    assert losses[0] == pytest.approx(0.6931, abs=1e-3)  # DPO at margin 0: patch starts at ΔW = 0
+
+
+def test_nll_adversary_learns_too(tiny, tmp_path):
+    t = _trainer(tiny, tmp_path, adv_loss="nll")
+    losses = [t.adversary_step(0)["adv_loss"] for _ in range(6)]
+    assert losses[-1] < losses[0]
+
+
+def test_gradients_never_cross_between_players(tiny, tmp_path):
+    t = _trainer(tiny, tmp_path)
+    adv, dfd = list(t.adversary.parameters()), t.def_params
+    d0 = _snapshot(dfd)
+    t.adversary_step(0)
+    assert all(p.grad is None for p in dfd), "the adversary's loss reached the defender"
+    assert not _changed(d0, dfd)
+    assert all(p.requires_grad for p in dfd)  # restored for the defender's move
+    a0 = _snapshot(adv)
+    t.adversary_step(0)  # a non-zero patch, so the defender's patched loss depends on it
+    a1 = _snapshot(adv)
+    row = t.defender_step(1, 0)
+    assert all(p.grad is None for p in adv), "the defender's loss reached the adversary"
+    assert not _changed(a1, adv) and _changed(a0, a1)
+    assert _changed(d0, dfd) and row["safety"] > 0
+
+
+def test_patch_changes_the_model_and_only_inside_the_block(tiny):
+    sites = find_sites(tiny.model, ["q_proj", "o_proj"])
+    assert {s.kind for s in sites} == {"q_proj", "o_proj"} and {s.layer for s in sites} == {0, 1}
+    ids = torch.tensor([[1, 5, 6, 7]])
+    base = tiny.model(input_ids=ids).logits
+    g = torch.Generator().manual_seed(0)
+    patches = {s.name: (torch.randn(2, s.in_features, generator=g), torch.randn(s.out_features, 2, generator=g))
+               for s in sites}
+    with low_rank_patch(tiny.model, patches):
+        patched = tiny.model(input_ids=ids).logits
+    assert not torch.allclose(base, patched)
+    assert torch.equal(tiny.model(input_ids=ids).logits, base)
+
+
+def test_adversary_is_small_next_to_the_model(tiny, tmp_path):
+    counts = _trainer(tiny, tmp_path).param_counts()
+    assert 0 < counts["adversary"] and counts["adversary_to_model"] < 0.2
+
+
+def test_crash_then_resume_matches_an_uninterrupted_run(tiny, tmp_path):
+    full = _trainer(tiny, tmp_path / "a", checkpoint_every=2)
+    full.train()
+    want = _snapshot(full.def_params) + _snapshot(full.adversary.parameters())
+
+    crashed = _trainer(tiny, tmp_path / "b", checkpoint_every=2)
+    orig = crashed.defender_step
+
+    def boom(i, step):
+        if step == 2:
+            raise RuntimeError("simulated crash")
+        return orig(i, step)
+    crashed.defender_step = boom
+    with pytest.raises(RuntimeError):
+        crashed.train()
+    resumed = _trainer(tiny, tmp_path / "b", checkpoint_every=2)  # a fresh process would build this
+    resumed.train()
+    got = _snapshot(resumed.def_params) + _snapshot(resumed.adversary.parameters())
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(want, got))
+    steps = [__import__("json").loads(line)["step"] for line in (tmp_path / "b" / "train_log.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 1, 2, 3, 4, 3, 4]  # adversary block then defender block, nothing duplicated
+
+
+def test_nan_stops_with_the_last_good_checkpoint_named(tmp_path):
+    eng = Engine(tmp_path)
+    m = torch.nn.Linear(2, 2)
+    opt = torch.optim.AdamW(m.parameters())
+    eng.save(3, {"m": m}, {"m": opt})
+    with pytest.raises(DivergedError, match="step 3"):
+        eng.log(4, {"loss": float("nan")})
+    assert (tmp_path / "checkpoint" / "state.safetensors").exists()
+
+
+def test_defend_antidote_writes_model_adapter_adversary_and_card(tiny, tmp_path, monkeypatch):
+    import json
+
+    from tamperlab.defenses import antidote, defend
+
+    monkeypatch.setattr(antidote, "preference_pairs", lambda: PAIRS)
+    monkeypatch.setattr(antidote, "utility_examples", lambda: BENIGN)
+    out = defend(tiny, "antidote", overrides={"steps": 2, "block": 1, "batch_size": 2, "benign_batch_size": 2,
+                                              "max_length": 64, "lora_targets": ["q_proj"]}, out_dir=tmp_path / "d")
+    info = json.loads((out / "defense.json").read_text())
+    assert info["method"] == "antidote" and info["params"]["adversary"] > 0
+    for f in ("model.safetensors", "adapter/adapter_model.safetensors", "adversary.safetensors", "card.md",
+              "train_log.jsonl"):
+        assert (out / f).exists(), f
+    assert "% of the model" in (out / "card.md").read_text()
