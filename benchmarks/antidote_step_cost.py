@@ -7,7 +7,8 @@ Each arm runs in its own fresh process (so peak memory is its own): build the Lo
 same way, take ``--warmup`` untimed steps, then time ``--steps`` steps. SFT step = NLL of the
 refusals of the harmful batch + NLL of the benign batch, backward, optimizer step. AntiDote step =
 adversary_step + defender_step (activation read, patched DPO both ways, benign LM + KL).
-Last line: ``ratio: X`` = AntiDote seconds per step / SFT seconds per step (target <= 3)."""
+AntiDote computes the frozen reference's log-probs of every preference pair once at set-up (printed
+separately). Last line: ``ratio: X`` = AntiDote seconds per step / SFT seconds per step (target <= 3)."""
 from __future__ import annotations
 
 import argparse
@@ -33,7 +34,9 @@ def arm(name: str, model: str, steps: int, warmup: int, batch: int) -> dict:
     cfg = AntiDoteConfig(steps=steps + warmup, block=1, batch_size=batch, benign_batch_size=batch, warmup_steps=0,
                          checkpoint_every=0)
     with tempfile.TemporaryDirectory() as tmp:
-        t = AntiDoteTrainer(lm, cfg, Engine(tmp, checkpoint_every=0))
+        t0 = time.perf_counter()
+        t = AntiDoteTrainer(lm, cfg, Engine(tmp, checkpoint_every=0))  # includes the one-time reference pass
+        setup = time.perf_counter() - t0
         if name == "sft":
             opt = t.def_opt
 
@@ -58,7 +61,7 @@ def arm(name: str, model: str, steps: int, warmup: int, batch: int) -> dict:
         sec = (time.perf_counter() - t0) / steps
     peak = (torch.cuda.max_memory_allocated() if torch.cuda.is_available()
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
-    return {"arm": name, "seconds_per_step": sec, "peak_bytes": peak,
+    return {"arm": name, "seconds_per_step": sec, "setup_seconds": setup, "peak_bytes": peak,
             "peak_kind": "cuda max allocated" if torch.cuda.is_available() else "process max RSS",
             "params": t.param_counts()}
 
@@ -86,6 +89,7 @@ def main() -> None:
           f"({p['adversary_to_model']:.2%}); defender LoRA {p['defender_lora']:,}")
     print(f"batch: {a.batch} harmful pairs + {a.batch} benign examples; {a.steps} timed steps after {a.warmup} warm-up")
     print(f"sft step: {s['seconds_per_step']:.2f} s; antidote step (adversary + defender): {d['seconds_per_step']:.2f} s")
+    print(f"one-time set-up incl. reference log-probs of all pairs (not per step): {d['setup_seconds']:.1f} s")
     print(f"peak memory ({s['peak_kind']}): sft {s['peak_bytes'] / 2**20:.0f} MiB, antidote {d['peak_bytes'] / 2**20:.0f} MiB, "
           f"ratio {d['peak_bytes'] / s['peak_bytes']:.2f}")
     print(f"ratio: {d['seconds_per_step'] / s['seconds_per_step']:.2f}")

@@ -31,7 +31,7 @@ def _changed(before, params):
 
 
 def test_the_adversary_learns_during_its_block(tiny, tmp_path):
-    t = _trainer(tiny, tmp_path)
+    t = _trainer(tiny, tmp_path, adv_loss="dpo")
     before = _snapshot(t.adversary.parameters())
     losses = [t.adversary_step(0)["adv_loss"] for _ in range(8)]  # same batch: its harm loss must fall
     assert _changed(before, list(t.adversary.parameters()))

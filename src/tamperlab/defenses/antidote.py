@@ -1,8 +1,9 @@
 """AntiDote (arXiv 2509.08000): a bi-level game between a LoRA defender and an adversarial
 hypernetwork that writes low-rank weight patches from the defender's own activations.
 
-- adversary step: maximise harm *under its patch* (prefer the harmful answer over the refusal,
-  DPO/IPO against the frozen original model, or NLL of the harmful answer); only the adversary moves.
+- adversary step: maximise harm *under its patch*: NLL of the harmful answer (default, the
+  fine-tuning attacker's own objective), or prefer the harmful answer over the refusal with DPO/IPO
+  against the frozen original model; only the adversary moves.
 - defender step: safety loss *with the patch applied* (prefer the refusal) + utility LM loss + KL
   to the original model on benign data *with the patch removed*; only the defender moves.
 - blocks of k adversary then k defender steps; optional adversary re-initialisation per block;
@@ -22,7 +23,7 @@ import torch
 from ..models.hooks import capture_inputs, find_sites, low_rank_patch
 from ..models.loading import LoadedModel
 from ..prompts.formats import encode_prompts
-from ..training.data import IGNORE_INDEX, SFTExample, build_features, collate, ordered_examples
+from ..training.data import SFTExample, build_features, collate, ordered_examples
 from ..training.engine import Engine
 from ..training.losses import kl_to_reference, preference_loss, sequence_logps, token_logps
 from ..training.sft import DEFAULT_TARGETS, TrainConfig, save_model_dir, wrap_lora
@@ -51,7 +52,9 @@ class AntiDoteConfig:
     adv_rank: int = field(default=4, metadata={"help": "rank r of each patch ΔW = V·U"})
     adv_hidden: int = field(default=64, metadata={"help": "hypernetwork hidden size"})
     adv_scale: float = field(default=1.0, metadata={"help": "patch scale"})
-    adv_loss: str = field(default="dpo", metadata={"help": "adversary objective: dpo | ipo | nll"})
+    adv_loss: str = field(default="nll", metadata={
+        "help": "adversary objective: nll (of the harmful answers under the patch: what a fine-tuning attacker "
+                "optimises) | dpo | ipo (prefer harmful over refusal against the frozen original)"})
     safety_loss: str = field(default="dpo", metadata={"help": "defender safety objective: dpo | ipo"})
     beta: float = field(default=0.1, metadata={"help": "DPO/IPO beta"})
     w_safety: float = field(default=1.0, metadata={"help": "weight of the patched safety loss"})
@@ -130,6 +133,7 @@ class AntiDoteTrainer:
         self.pair_order = [pairs[int(e.id)] for e in ids]
         self.benign_order = ordered_examples(benign, cfg.steps * cfg.benign_batch_size, cfg.seed)
         self._ref_cache: dict[tuple[str, str], float] = {}
+        self.precompute_reference()
 
     # ---- parameter counts, for the card -------------------------------------------------------
     def param_counts(self) -> dict:
@@ -175,18 +179,23 @@ class AntiDoteTrainer:
         return torch.tensor([self._ref_cache[k] for k in keys], device=self.engine.device)
 
     def _patched_pair_logps(self, patches, ref_b, harm_b) -> tuple[torch.Tensor, torch.Tensor]:
-        """Sequence log-probs of refusal and harmful answer under the patch, in one forward."""
-        w = max(ref_b["input_ids"].shape[1], harm_b["input_ids"].shape[1])
-
-        def pad(t, value):
-            return torch.nn.functional.pad(t, (0, w - t.shape[1]), value=value)
-        both = {"input_ids": torch.cat([pad(ref_b["input_ids"], self.pad), pad(harm_b["input_ids"], self.pad)]),
-                "attention_mask": torch.cat([pad(ref_b["attention_mask"], 0), pad(harm_b["attention_mask"], 0)]),
-                "labels": torch.cat([pad(ref_b["labels"], IGNORE_INDEX), pad(harm_b["labels"], IGNORE_INDEX)])}
+        """Sequence log-probs of refusal and harmful answer under the patch. Two forwards, each
+        at its own width: padding short refusals to the harmful answers' length would cost more."""
         with low_rank_patch(self.model, patches, self.cfg.adv_scale):
-            lp = sequence_logps(self.model, both)  # (2B,)
-        n = ref_b["input_ids"].shape[0]
-        return lp[:n], lp[n:]
+            return sequence_logps(self.model, ref_b), sequence_logps(self.model, harm_b)
+
+    def precompute_reference(self, batch_size: int = 16) -> None:
+        """Reference log-probs of every pair, once (the original model never changes; TRL's
+        ``precompute_ref_log_probs``): steps then pay only for the two players."""
+        todo = {}
+        for c in self.pair_order:
+            todo.setdefault(c[0].id, c)
+        chunks = list(todo.values())
+        for side in (0, 1):
+            for i in range(0, len(chunks), batch_size):
+                part = chunks[i:i + batch_size]
+                feats = build_features(self.lm.tokenizer, [c[side] for c in part], self.cfg.format, self.cfg.max_length)
+                self.reference_logps(_pad_batch(feats, self.pad, self.engine.device), part, side)
 
     # ---- the two moves ---------------------------------------------------------------------
     def adversary_step(self, i: int) -> dict:
