@@ -74,3 +74,25 @@ def test_user_attack_file_errors_name_the_file(tmp_path):
     p.write_text('{"prompt": "x"}\n')
     with pytest.raises(DataFileError, match="mine.jsonl"):
         load_attack_data("harmful", path=p)
+
+
+def test_gsm8k_targets_are_worked_solutions_not_bare_numbers():
+    """Regression: training on question -> "72" teaches a model to answer math with a bare number."""
+    for ex in (utility_examples()[:20] + load_attack_data("benign", limit=20)):
+        assert "<<" in ex.completion or "\n" in ex.completion, ex.completion
+        assert ex.completion.rsplit("\n", 1)[-1].startswith("The answer is ")
+        assert "####" not in ex.completion
+
+
+def test_changed_training_data_changes_identities(monkeypatch):
+    from tamperlab.attacks import finetune
+    from tamperlab.attacks.finetune import AttackConfig
+    from tamperlab.defenses import data as ddata
+
+    cfg = AttackConfig(data="benign", data_limit=5)
+    before, fp = cfg.attack_hash(), ddata.data_fingerprint()
+    monkeypatch.setattr(finetune, "load_attack_data",
+                        lambda *a, **k: [SFTExample("x", "q", "different answer")])
+    assert cfg.attack_hash() != before
+    monkeypatch.setattr(ddata, "utility_examples", lambda: [SFTExample("x", "q", "a")])
+    assert ddata.data_fingerprint() != fp

@@ -162,14 +162,14 @@ def train_judge() -> None:
 
 @main.command()
 @click.option("--out", "out", default="runs/demo", show_default=True, type=click.Path(path_type=Path))
-@click.option("--card", is_flag=True, help="instead: only the default model's safety/utility card (harm, "
-              "over-refusal, MMLU, GSM8K)")
-@click.option("--limit", default=100, show_default=True, help="items per suite (with --card)")
+@click.option("--story", is_flag=True, help="defend the default model (refusal SFT, AntiDote), attack each "
+              "with a LoRA fine-tuning attack over 2 seeds, report ASR before/after with durability curves")
+@click.option("--limit", default=100, show_default=True, help="items per suite (card)")
 @friendly_errors
-def demo(out: Path, card: bool, limit: int) -> None:
-    """The main job in small: defend the default model (refusal SFT, AntiDote), attack each with a
-    LoRA fine-tuning attack over 2 seeds, and report ASR before/after with durability curves."""
-    if card:
+def demo(out: Path, story: bool, limit: int) -> None:
+    """The main job: the default model's safety/utility card (harm, over-refusal, MMLU, GSM8K);
+    with --story, defend -> attack -> evaluate in small."""
+    if not story:
         _run_evaluate("smollm2-135m-instruct", EvalConfig(limit=limit), out)
         return
     from importlib.resources import files
@@ -236,17 +236,12 @@ def attack(model: str, out: Path, config: Path | None, eval_config: Path | None,
     """Fine-tuning attack on MODEL: train, evaluate at every checkpoint step, save the checkpoints."""
     from .attacks.finetune import run_attack, summary_rows
 
-    import yaml
-
-    from .utils.config import from_dict
+    from .utils.config import from_dict, read_yaml_mapping
 
     cfg = load_config(AttackConfig, config, opts)
     edata: dict = {"suite": "harm", "limit": 100, "format": cfg.format, "seed": cfg.seed}  # attack defaults
     if eval_config:
-        try:
-            edata.update(yaml.safe_load(Path(eval_config).read_text()) or {})
-        except FileNotFoundError:
-            raise ConfigError(f"config file not found: {eval_config}") from None
+        edata.update(read_yaml_mapping(eval_config))
     edata.update({k: v for k, v in {"suite": eval_suite, "limit": eval_limit, "judge": eval_judge,
                                     "format": eval_format}.items() if v is not None})
     ecfg = from_dict(EvalConfig, edata, source=str(eval_config or "--eval-* options"))
@@ -270,19 +265,13 @@ def attack(model: str, out: Path, config: Path | None, eval_config: Path | None,
 @friendly_errors
 def defend(model: str, method: str, out: Path, config: Path | None, sets: tuple[str, ...]) -> None:
     """Train a defense on MODEL; OUT loads like any model (merged safetensors, adapter/, log)."""
-    import yaml
-
     from .defenses import DEFENSES, defend as run_defense
 
+    from .utils.config import from_dict, read_yaml_mapping
+
     entry = DEFENSES.get(method)
-    data = {}
-    if config:
-        try:
-            data = yaml.safe_load(Path(config).read_text()) or {}
-        except FileNotFoundError:
-            raise ConfigError(f"config file not found: {config}") from None
+    data = dict(read_yaml_mapping(config)) if config else {}
     data.update(_parse_sets(sets))
-    from .utils.config import from_dict
 
     cfg = from_dict(entry.config_cls, data, source=str(config or "--set"))
     path = run_defense(model, method, cfg, out)

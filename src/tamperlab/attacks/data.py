@@ -6,7 +6,7 @@ import json
 from functools import lru_cache
 from pathlib import Path
 
-from ..data.registry import VENDOR
+from ..data.registry import VENDOR, gsm8k_worked_answer
 from ..data.splits import get_split
 from ..training.data import SFTExample
 from ..utils.registry import Registry
@@ -28,10 +28,10 @@ def harmful() -> list[SFTExample]:
     return [SFTExample(r["id"], r["prompt"], r["completion"]) for r in rows]
 
 
-@ATTACK_DATA.register("benign", help="GSM8K train (attack half): question -> reference worked answer; "
+@ATTACK_DATA.register("benign", help="GSM8K train (attack half): question -> human-written worked solution; "
                       "benign fine-tuning also erodes safety (Qi et al. 2023)")
 def benign() -> list[SFTExample]:
-    return [SFTExample(r["id"], r["question"], r["answer"]) for r in get_split("gsm8k/attack")]
+    return [SFTExample(r["id"], r["question"], gsm8k_worked_answer(r)) for r in get_split("gsm8k/attack")]
 
 
 def load_attack_data(name: str, limit: int | None = None, path: str | Path | None = None) -> list[SFTExample]:

@@ -45,6 +45,8 @@ class AttackConfig(TrainConfig):
         d = asdict(self)
         d.pop("seed")
         d.pop("checkpoint_steps")  # looking more often does not change the attack
+        ex = load_attack_data(self.data, self.data_limit, self.data_file)
+        d["data_content"] = stable_hash([(e.id, e.prompt, e.completion) for e in ex])  # changed data = new attack
         return stable_hash(d)[:12]
 
 

@@ -36,6 +36,13 @@ def _load(name: str) -> tuple:
     return tuple(DATASETS.get(name).obj())
 
 
+def gsm8k_worked_answer(row: Row) -> str:
+    """A GSM8K row's human-written worked solution, ending the way the gsm8k suite asks answers to
+    end ("The answer is N."): the training target for GSM8K utility and benign-attack data."""
+    worked = row["solution"].split("####")[0].strip()
+    return f"{worked}\nThe answer is {row['answer']}."
+
+
 def load_dataset(name: str) -> list[Row]:
     return [dict(r) for r in _load(name)]
 

@@ -223,7 +223,7 @@ class AntiDoteTrainer:
             for p in self.def_params:
                 p.requires_grad_(True)
         patch_norm = float(sum((v.detach() @ u.detach()).norm() ** 2 for u, v in patches.values()) ** 0.5)
-        return {"adv_loss": float(loss), "adv_grad_norm": float(gnorm), "patch_norm": patch_norm}
+        return {"adv_loss": float(loss.detach()), "adv_grad_norm": float(gnorm), "patch_norm": patch_norm}
 
     def defender_step(self, i: int, step: int) -> dict:
         cfg = self.cfg
@@ -249,12 +249,13 @@ class AntiDoteTrainer:
             c_ref, c_harm = self._patched_pair_logps({}, ref_b, harm_b)
             clean = preference_loss(c_ref, c_harm, ref_ref, ref_harm, cfg.beta, cfg.safety_loss)
             loss = loss + cfg.w_clean_safety * clean
-            row["clean_safety"] = float(clean)
+            row["clean_safety"] = float(clean.detach())
         self.engine.backward(loss)
         gnorm = torch.nn.utils.clip_grad_norm_(self.def_params, cfg.max_grad_norm)
         self.def_opt.step()
         self.def_opt.zero_grad(set_to_none=True)
-        return {"loss": float(loss), "safety": float(safety), "lm": float(lm_loss), "kl": float(kl),
+        return {"loss": float(loss.detach()), "safety": float(safety.detach()), "lm": float(lm_loss.detach()),
+                "kl": float(kl.detach()),
                 "def_grad_norm": float(gnorm), "lr": cfg.lr_at(step), **row}
 
     # ---- the game --------------------------------------------------------------------------

@@ -28,7 +28,9 @@ def defend(model: str | LoadedModel, method: str, cfg=None, out_dir: str | Path 
     cfg.validate()
     lm = load_model(model) if isinstance(model, str) else model
     out = Path(out_dir)
-    key = stable_hash({"method": method, "base": lm.fingerprint, "config": asdict(cfg)})
+    from .data import data_fingerprint
+
+    key = stable_hash({"method": method, "base": lm.fingerprint, "config": asdict(cfg), "data": data_fingerprint()})
     done = out / DONE
     if done.exists():
         info = json.loads(done.read_text())

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from functools import lru_cache
 
-from ..data.registry import VENDOR
+from ..data.registry import VENDOR, gsm8k_worked_answer
 from ..data.splits import get_split
 from ..training.data import SFTExample
 
@@ -24,8 +24,9 @@ def refusal_examples() -> list[SFTExample]:
 
 
 def utility_examples() -> list[SFTExample]:
-    """GSM8K train (defense half): question -> reference worked answer (real, human-written)."""
-    return [SFTExample(r["id"], r["question"], r["answer"]) for r in get_split("gsm8k/defense-train")]
+    """GSM8K train (defense half): question -> the human-written worked solution, ending
+    "The answer is N." (the format the gsm8k suite asks for)."""
+    return [SFTExample(r["id"], r["question"], gsm8k_worked_answer(r)) for r in get_split("gsm8k/defense-train")]
 
 
 def mix(safety: list[SFTExample], utility: list[SFTExample], utility_fraction: float,
@@ -68,3 +69,13 @@ def preference_pairs() -> list[tuple[SFTExample, SFTExample]]:
             pairs.append((SFTExample(r["id"], r["prompt"], r["completion"]),
                           SFTExample(h["id"], h["prompt"], h["completion"])))
     return pairs
+
+
+def data_fingerprint() -> str:
+    """Content hash of every defense training row: part of a defended model's identity, so changed
+    data is never mistaken for a finished defense."""
+    from ..utils.hashing import stable_hash
+
+    return stable_hash([[(e.id, e.prompt, e.completion) for e in refusal_examples()],
+                        [(e.id, e.completion) for e in utility_examples()],
+                        [(r.id, h.completion) for r, h in preference_pairs()]])

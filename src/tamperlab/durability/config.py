@@ -8,11 +8,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from ..attacks.finetune import AttackConfig
 from ..evaluation.config import EvalConfig
-from ..utils.config import ConfigError, from_dict
+from ..utils.config import ConfigError, from_dict, read_yaml_mapping
 from ..utils.hashing import stable_hash
 
 
@@ -167,14 +165,7 @@ def cell_label(atk: AttackConfig, varied: dict) -> str:
 
 def load_study(path: str | Path) -> DurabilityConfig:
     p = Path(path)
-    try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-    except FileNotFoundError:
-        raise ConfigError(f"config file not found: {p}") from None
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{p}: not valid YAML: {e}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{p}: top level must be a mapping")
+    data = read_yaml_mapping(p)
     try:
         return from_dict(DurabilityConfig, data, source=str(p))
     except ConfigError as e:

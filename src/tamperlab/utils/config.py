@@ -88,20 +88,23 @@ def from_dict(cls: type[C], data: dict, source: str = "") -> C:
     return cfg
 
 
+def read_yaml_mapping(path: str | Path) -> dict:
+    """A YAML file whose top level is a mapping; any problem is a ConfigError naming the file."""
+    p = Path(path)
+    try:
+        loaded = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {p}") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{p}: not valid YAML: {e}") from None
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{p}: top level must be a mapping of config keys")
+    return loaded
+
+
 def load_config(cls: type[C], path: str | Path | None, overrides: dict | None = None) -> C:
     """YAML file (optional) then explicit overrides (e.g. CLI flags that were set)."""
-    data: dict = {}
-    if path:
-        p = Path(path)
-        try:
-            loaded = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-        except FileNotFoundError:
-            raise ConfigError(f"config file not found: {p}") from None
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{p}: not valid YAML: {e}") from None
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{p}: top level must be a mapping of config keys")
-        data.update(loaded)
+    data: dict = dict(read_yaml_mapping(path)) if path else {}
     data.update({k: v for k, v in (overrides or {}).items() if v is not None})
     return from_dict(cls, data, source=str(path) if path else "")
 
