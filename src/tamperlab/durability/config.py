@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -33,8 +34,9 @@ class Cell:
     attack: AttackConfig
     label: str
 
-    @property
+    @cached_property
     def key(self) -> str:
+        """Hashes the attack data too, so computed once per cell (plan uses it for every seed)."""
         return self.attack.attack_hash()
 
 

@@ -81,6 +81,7 @@ def plan(cfg: DurabilityConfig, db: Path, model_paths: dict[str, str]) -> list[d
     base = {"db": str(db), "eval": {k: v for k, v in cfg.eval.items()}, "formats": list(cfg.formats),
             "eval_key": eval_key}
     payloads = []
+    cells = cfg.cells_expanded()  # once: every model is attacked by the same cells
     for spec in cfg.models:
         m = {"model": spec.name, "model_key": spec.key(), "model_path": model_paths[spec.name]}
         if cfg.baseline_eval:
@@ -91,7 +92,7 @@ def plan(cfg: DurabilityConfig, db: Path, model_paths: dict[str, str]) -> list[d
             payloads.append({**base, **m, "cell": REFERENCE_CELL, "cell_label": "before any attack",
                              "attack": {}, "seed": 0})  # one evaluation, whatever the seed list
             continue
-        for cell in cfg.cells_expanded():
+        for cell in cells:
             atk = asdict(cell.attack)
             atk.pop("seed")
             for seed in cfg.seed_list():

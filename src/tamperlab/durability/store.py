@@ -79,9 +79,6 @@ class ResultStore:
     def done_runs(self) -> set[tuple]:
         return {tuple(r) for r in self.con.execute("SELECT model_key, cell, eval_key, seed FROM runs")}
 
-    def run_seconds(self) -> dict[tuple, float]:
-        return {tuple(r[:4]): r[4] for r in self.con.execute("SELECT model_key, cell, eval_key, seed, seconds FROM runs")}
-
     def rows(self, eval_key: str | None = None) -> list[dict]:
         q = f"SELECT {', '.join(ROW_FIELDS)} FROM results"
         args: tuple = ()
