@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml requirements.txt
 
 setup: $(STAMP)  ## virtual environment, pinned CPU torch, the default model package
 
-demo: setup  ## the main job: evaluate the default model and write its card to runs/demo
+demo: setup  ## the main job: defend the default model (SFT, AntiDote), attack each, report (runs/demo, ~20 min)
 	$(BIN)/tamperlab demo --out runs/demo
 
 test: setup  ## the test suite (tiny models; no network beyond the package registries)
@@ -26,6 +26,7 @@ test: setup  ## the test suite (tiny models; no network beyond the package regis
 bench: setup  ## benchmarks, on demand (not part of the tests)
 	$(BIN)/python benchmarks/generation_throughput.py
 	$(BIN)/python benchmarks/durability_overhead.py --model smollm2-135m-instruct
+	$(BIN)/python benchmarks/antidote_step_cost.py --model smollm2-135m-instruct
 
 durability-quick: setup  ## the quick durability study on the default model (~45 min, resumable)
 	$(BIN)/tamperlab durability configs/durability/smollm2-quick.yaml --out runs/durability-quick

@@ -60,3 +60,29 @@ def test_verdict_is_decided_by_the_worst_seed(tmp_path):
     (v,) = verdicts(cfg, aggregate(bad))
     assert v["status"] == "does not hold"
     assert "up to 10 steps" in v["text"] and "benign" in v["text"] and "2 seeds" in v["text"]
+
+
+def test_comparison_separates_models_only_when_every_seed_agrees():
+    from types import SimpleNamespace
+
+    from tamperlab.durability.report import comparison_blocks
+
+    cfg = SimpleNamespace(metric="harm/asr", models=[SimpleNamespace(name=n, attack=a) for n, a in
+                                                    (("undefended", False), ("sft", True), ("antidote", True))])
+
+    def pt(model, step, values):
+        return {"model": model, "cell": "c1", "cell_label": "lora", "step": step, "format": "chat", "suite": "harm",
+                "metric": "asr", "values": values, "mean": sum(values) / len(values), "min": min(values),
+                "max": max(values)}
+    agg = [pt("sft", 10, [0.5, 0.6, 0.7]), pt("antidote", 10, [0.2, 0.3, 0.45]),  # separated: 0.45 < 0.5
+           pt("sft", 25, [0.5, 0.8, 0.9]), pt("antidote", 25, [0.3, 0.4, 0.55])]  # overlap: 0.55 > 0.5
+    table = comparison_blocks(cfg, agg)[2][1]
+    assert table[0][-1] == "sft vs antidote" and len(table[0]) == 3 + 2 + 1
+    rows = {r[2]: r[-1] for r in table[1:]}
+    assert rows == {"10": "antidote better on every seed", "25": "antidote better mean; ranges overlap"}
+    # a metric where higher is better flips the reading
+    cfg.metric = "mmlu/accuracy"
+    for a in agg:
+        a["suite"], a["metric"] = "mmlu", "accuracy"
+    rows = {r[2]: r[-1] for r in comparison_blocks(cfg, agg)[2][1][1:]}
+    assert rows == {"10": "sft better on every seed", "25": "sft better mean; ranges overlap"}

@@ -129,3 +129,47 @@ def test_defend_antidote_writes_model_adapter_adversary_and_card(tiny, tmp_path,
               "train_log.jsonl"):
         assert (out / f).exists(), f
     assert "% of the model" in (out / "card.md").read_text()
+
+
+def test_defend_resumes_a_crashed_antidote_run_through_the_entry_point(tiny, tmp_path, monkeypatch):
+    """`defend` keeps an unfinished directory's resume state for the same key (it used to wipe it)."""
+    from safetensors.torch import load_file
+
+    from tamperlab.defenses import antidote, defend
+
+    monkeypatch.setattr(antidote, "preference_pairs", lambda: PAIRS)
+    monkeypatch.setattr(antidote, "utility_examples", lambda: BENIGN)
+    kw = {"steps": 4, "block": 1, "batch_size": 2, "benign_batch_size": 2, "max_length": 64,
+          "lora_targets": ["q_proj"], "checkpoint_every": 2, "warmup_steps": 0}
+    want = load_file(str(defend(tiny, "antidote", overrides=kw, out_dir=tmp_path / "a") / "adversary.safetensors"))
+
+    orig = AntiDoteTrainer.defender_step
+    seen = []
+
+    def boom(self, i, step):
+        if step == 2 and not seen:
+            seen.append(step)
+            raise RuntimeError("simulated crash")
+        return orig(self, i, step)
+    monkeypatch.setattr(AntiDoteTrainer, "defender_step", boom)
+    with pytest.raises(RuntimeError):
+        defend(tiny, "antidote", overrides=kw, out_dir=tmp_path / "b")
+    assert (tmp_path / "b" / "work" / "checkpoint" / "state.safetensors").exists()
+    out = defend(tiny, "antidote", overrides=kw, out_dir=tmp_path / "b")
+    lines = (out / "train_log.jsonl").read_text().splitlines()
+    assert [__import__("json").loads(x)["step"] for x in lines] == [1, 1, 2, 2, 3, 3, 4, 4]  # resumed, not redone
+    got = load_file(str(out / "adversary.safetensors"))
+    assert want.keys() == got.keys() and all(torch.allclose(want[k], got[k], atol=1e-6) for k in want)
+    assert not (out / "defense.started").exists()
+
+
+def test_defend_wipes_an_unfinished_directory_of_another_config(tiny, tmp_path):
+    from tamperlab.defenses import defend
+
+    out = tmp_path / "d"
+    (out / "work").mkdir(parents=True)
+    (out / "defense.started").write_text("some-other-key")
+    (out / "work" / "stale.txt").write_text("x")
+    with pytest.raises(Exception):  # the method itself fails (unknown target), after the wipe
+        defend(tiny, "antidote", overrides={"lora_targets": ["no_such_proj"], "steps": 1, "block": 1}, out_dir=out)
+    assert not (out / "work" / "stale.txt").exists()

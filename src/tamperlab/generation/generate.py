@@ -57,12 +57,20 @@ def _stop_ids(lm: LoadedModel) -> list[int]:
 
 def generate(lm: LoadedModel, prompts: list[str], fmt: str | PromptFormat = "chat",
              config: GenerationConfig | None = None, cache: GenerationCache | None = None,
-             description: str = "generating") -> list[str]:
-    """Completions for ``prompts`` (in order). Cached ones are not regenerated."""
+             description: str = "generating", prefill: list[str] | None = None) -> list[str]:
+    """Completions for ``prompts`` (in order). Cached ones are not regenerated.
+
+    ``prefill[i]`` is text placed at the start of the model's turn (e.g. a scratchpad, or a
+    prefilling attack's "Sure, here is"); the completion returned continues it and excludes it."""
     cfg = config or GenerationConfig()
     fmt = get_format(fmt)
     tok = lm.tokenizer
     encoded = encode_prompts(tok, prompts, fmt)
+    if prefill is not None:
+        if len(prefill) != len(prompts):
+            raise ValueError(f"prefill: {len(prefill)} texts for {len(prompts)} prompts")
+        encoded = [ids + (tok(p, add_special_tokens=False)["input_ids"] if p else [])
+                   for ids, p in zip(encoded, prefill)]
     params = {"format": fmt.name, **cfg.cache_params()}
     keys = [GenerationCache.key(tok.decode(ids), params) for ids in encoded]
     out: list[str | None] = [cache.get(k) if cache is not None else None for k in keys]

