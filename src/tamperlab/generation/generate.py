@@ -76,7 +76,7 @@ def generate(lm: LoadedModel, prompts: list[str], fmt: str | PromptFormat = "cha
     out: list[str | None] = [cache.get(k) if cache is not None else None for k in keys]
     todo = sorted((i for i, o in enumerate(out) if o is None), key=lambda i: -len(encoded[i]))
     stop = _stop_ids(lm)
-    pad = tok.pad_token_id if tok.pad_token_id is not None else stop[0]
+    pad = lm.pad_id
     with progress(description, len(todo)) as advance:
         for b, start in enumerate(range(0, len(todo), cfg.batch_size)):
             idx = todo[start:start + cfg.batch_size]
@@ -115,7 +115,7 @@ def score_next_token(lm: LoadedModel, prompts: list[str], candidates: list[list[
     answer's score is the log-sum-exp over them."""
     fmt = get_format(fmt)
     encoded = encode_prompts(lm.tokenizer, prompts, fmt)
-    pad = lm.tokenizer.pad_token_id or 0
+    pad = lm.pad_id
     order = sorted(range(len(prompts)), key=lambda i: -len(encoded[i]))
     out: list[list[float]] = [[] for _ in prompts]
     with progress(description, len(prompts)) as advance:

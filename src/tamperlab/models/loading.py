@@ -29,6 +29,16 @@ class LoadedModel:
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
+    @property
+    def pad_id(self) -> int:
+        """The id batches are padded with. load_model sets a pad token; a LoadedModel built by hand
+        may lack one, and padding is masked out anyway, so EOS (then 0) stands in."""
+        tok = self.tokenizer
+        for i in (tok.pad_token_id, tok.eos_token_id):
+            if i is not None:
+                return int(i)
+        return 0
+
 
 def default_device() -> torch.device:
     if env := os.environ.get("TAMPERLAB_DEVICE"):

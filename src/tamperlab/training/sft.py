@@ -185,7 +185,7 @@ def train_sft(lm: LoadedModel, pool: list[SFTExample], cfg: TrainConfig, *,
                 warnings.filterwarnings("ignore", category=FutureWarning)
                 warnings.filterwarnings("ignore", message=".*pin_memory.*")
                 trainer = Trainer(model=model, args=args, train_dataset=feats,
-                                  data_collator=partial(collate, pad_id=lm.tokenizer.pad_token_id),
+                                  data_collator=partial(collate, pad_id=lm.pad_id),
                                   callbacks=[_Hooks()])
                 trainer.remove_callback(PrinterCallback)  # our progress bar and JSONL log replace it
                 trainer.train()
