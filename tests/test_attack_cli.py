@@ -11,7 +11,7 @@ def test_attack_cli_trains_evaluates_and_saves_checkpoints(tmp_path):
     r = CliRunner().invoke(main, ["attack", "tiny-llama", "--out", str(out), "--steps", "4", "--batch-size", "2",
                                   "--checkpoint-steps", "0,2,4", "--scheduler", "cosine-warmup",
                                   "--warmup-steps", "1", "--data-limit", "8", "--eval-limit", "3",
-                                  "--eval-config", str(_eval_yaml(tmp_path)), "--merge"])
+                                  "--eval-config", str(_eval_yaml(tmp_path)), "--eval-max-new-tokens", "6", "--merge"])
     assert r.exit_code == 0, r.output
     summary = json.loads((out / "summary.json").read_text())
     assert sorted(summary, key=int) == ["0", "2", "4"]
@@ -21,7 +21,19 @@ def test_attack_cli_trains_evaluates_and_saves_checkpoints(tmp_path):
     log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
     assert [row["step"] for row in log if "loss" in row] == [1, 2, 3, 4]
     assert (out / "checkpoints" / "step-4" / "model.safetensors").exists()  # merged LoRA
-    assert (out / "step-2" / "metrics.json").exists()
+    ecfg = json.loads((out / "step-2" / "metrics.json").read_text())["config"]
+    # attack defaults < --eval-config YAML < --eval-* flags; format and seed follow the attack's
+    assert (ecfg["suite"], ecfg["limit"], ecfg["batch_size"], ecfg["max_new_tokens"]) == (["harm"], 3, 4, 6)
+    assert (ecfg["format"], ecfg["seed"]) == (cfg["format"], cfg["seed"])
+
+
+def test_attack_eval_flags_cannot_shadow_attack_fields():
+    """`attack` tells its --eval-* options from AttackConfig's by the prefix, so none may share it."""
+    from dataclasses import fields
+
+    from tamperlab.attacks.finetune import AttackConfig
+
+    assert not [f.name for f in fields(AttackConfig) if f.name.startswith("eval_")]
 
 
 def _eval_yaml(tmp_path):

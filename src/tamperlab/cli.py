@@ -218,33 +218,36 @@ def _parse_sets(pairs: tuple[str, ...]) -> dict:
     return out
 
 
+# What an attack evaluates at each checkpoint unless told otherwise: the harm suite, 100 items (the
+# other EvalConfig defaults are for a full evaluation). --eval-format defaults to the attack's --format.
+ATTACK_EVAL_DEFAULTS = {"suite": "harm", "limit": 100}
+
+
 @main.command()
 @click.argument("model")
 @click.option("--out", "out", required=True, type=click.Path(path_type=Path), help="output directory")
 @click.option("--config", "config", type=click.Path(path_type=Path), help="YAML file of the attack options below")
 @click_options(AttackConfig)
 @click.option("--eval-config", type=click.Path(path_type=Path), help="YAML of evaluation settings (EvalConfig keys)")
-@click.option("--eval-suite", default=None, help="suites evaluated at each checkpoint [default: harm]")
-@click.option("--eval-limit", type=int, default=None, help="items per suite [default: 100]")
-@click.option("--eval-judge", default=None, help="judge (default: refusal-classifier)")
-@click.option("--eval-format", default=None, help="prompt format for evaluation (default: the attack's --format)")
+@click_options(EvalConfig, prefix="eval", defaults={**ATTACK_EVAL_DEFAULTS, "format": "the attack's --format",
+                                                  "seed": "the attack's --seed"})
 @click.option("--save-checkpoints/--no-save-checkpoints", default=True, show_default=True,
               help="save weights at each checkpoint step (safetensors)")
 @click.option("--merge/--no-merge", default=False, show_default=True, help="save LoRA checkpoints merged into full weights")
 @friendly_errors
-def attack(model: str, out: Path, config: Path | None, eval_config: Path | None, eval_suite: str, eval_limit: int,
-           eval_judge: str | None, eval_format: str | None, save_checkpoints: bool, merge: bool, **opts) -> None:
+def attack(model: str, out: Path, config: Path | None, eval_config: Path | None, save_checkpoints: bool, merge: bool,
+           **opts) -> None:
     """Fine-tuning attack on MODEL: train, evaluate at every checkpoint step, save the checkpoints."""
     from .attacks.finetune import run_attack, summary_rows
 
     from .utils.config import from_dict, read_yaml_mapping
 
+    eopts = {k.removeprefix("eval_"): opts.pop(k) for k in [k for k in opts if k.startswith("eval_")]}
     cfg = load_config(AttackConfig, config, opts)
-    edata: dict = {"suite": "harm", "limit": 100, "format": cfg.format, "seed": cfg.seed}  # attack defaults
+    edata: dict = {**ATTACK_EVAL_DEFAULTS, "format": cfg.format, "seed": cfg.seed}
     if eval_config:
         edata.update(read_yaml_mapping(eval_config))
-    edata.update({k: v for k, v in {"suite": eval_suite, "limit": eval_limit, "judge": eval_judge,
-                                    "format": eval_format}.items() if v is not None})
+    edata.update({k: v for k, v in eopts.items() if v is not None})
     ecfg = from_dict(EvalConfig, edata, source=str(eval_config or "--eval-* options"))
     console.print(f"attacking [bold]{model}[/bold]: {cfg.method} lr={cfg.lr:g} {cfg.scheduler} "
                   f"data={cfg.data_file or cfg.data} seed={cfg.seed} -> {out}")

@@ -109,9 +109,14 @@ def load_config(cls: type[C], path: str | Path | None, overrides: dict | None = 
     return from_dict(cls, data, source=str(path) if path else "")
 
 
-def click_options(cls: type, exclude: tuple[str, ...] = ()):
-    """Decorator adding one ``--field-name`` option per dataclass field (default None = unset)."""
+def click_options(cls: type, exclude: tuple[str, ...] = (), prefix: str = "", defaults: dict | None = None):
+    """Decorator adding one ``--field-name`` option per dataclass field (default None = unset).
+
+    ``prefix`` namespaces a second config on the same command (``prefix="eval"``: ``--eval-limit``
+    -> parameter ``eval_limit``); ``defaults`` replaces the dataclass default shown in the help
+    where the command applies its own."""
     hints = typing.get_type_hints(cls)
+    defaults = defaults or {}
 
     def deco(fn):
         for f in reversed(dataclasses.fields(cls)):
@@ -120,11 +125,13 @@ def click_options(cls: type, exclude: tuple[str, ...] = ()):
             tp = _base_type(hints[f.name])
             default = f.default if f.default is not dataclasses.MISSING else (
                 f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
+            default = defaults.get(f.name, default)
             help_ = f.metadata.get("help", "")
             if default not in (None, [], ""):
                 help_ += f" [default: {','.join(map(str, default)) if isinstance(default, list) else default}]"
-            opt = "--" + f.name.replace("_", "-")
+            name = f"{prefix}_{f.name}" if prefix else f.name
+            opt = "--" + name.replace("_", "-")
             ctype = {int: int, float: float, bool: click.BOOL}.get(tp, str)
-            fn = click.option(opt, f.name, type=ctype, default=None, help=help_)(fn)
+            fn = click.option(opt, name, type=ctype, default=None, help=help_)(fn)
         return fn
     return deco
