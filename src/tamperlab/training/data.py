@@ -16,6 +16,12 @@ class SFTExample:
     id: str
     prompt: str
     completion: str
+    # Examples sharing a non-empty group stay next to each other in the training order (contrast
+    # pairs in one batch, so what the pair has in common cancels in the gradient).
+    group: str = ""
+    # (start, end, weight): the loss on completion tokens overlapping characters [start, end) is
+    # weighted (others: 1), for data where a few tokens carry what is being taught.
+    weights: tuple[tuple[int, int, float], ...] = ()
 
 
 def build_features(tokenizer, examples: list[SFTExample], fmt: str | PromptFormat = "chat",
@@ -29,13 +35,23 @@ def build_features(tokenizer, examples: list[SFTExample], fmt: str | PromptForma
     data mix)."""
     eos = tokenizer.eos_token_id
     prompt_ids = encode_prompts(tokenizer, [e.prompt for e in examples], fmt)
+    weighted = any(e.weights for e in examples)  # then every feature carries "weights" (one batch shape)
     feats = []
     for ex, p in zip(examples, prompt_ids):
-        c = tokenizer(ex.completion, add_special_tokens=False)["input_ids"] + [eos]
+        enc = tokenizer(ex.completion, add_special_tokens=False, return_offsets_mapping=weighted)
+        c = enc["input_ids"] + [eos]
         if len(p) >= max_length:
             raise ValueError(f"example {ex.id!r}: prompt is {len(p)} tokens, max_length is {max_length}")
         c = c[: max_length - len(p)]
-        feats.append({"input_ids": p + c, "labels": [IGNORE_INDEX] * len(p) + c, "id": ex.id})
+        feat = {"input_ids": p + c, "labels": [IGNORE_INDEX] * len(p) + c, "id": ex.id}
+        if weighted:
+            w = [1.0] * len(c)  # EOS (last) keeps weight 1
+            for start, end, weight in ex.weights:
+                for i, (a, b) in enumerate(enc["offset_mapping"][: len(c)]):
+                    if a < end and b > start:
+                        w[i] = weight
+            feat["weights"] = [0.0] * len(p) + w
+        feats.append(feat)
     return feats
 
 
@@ -61,19 +77,35 @@ def collate(features: list[dict], pad_id: int, device: torch.device | str | None
         labels[i, :n] = torch.tensor(f["labels"])
         mask[i, :n] = 1
     batch = {"input_ids": ids, "labels": labels, "attention_mask": mask}
+    if any("weights" in f for f in features):
+        w = torch.zeros((len(features), width))  # (B, T): loss weight of the token at each position
+        for i, f in enumerate(features):
+            n = len(f["input_ids"])
+            w[i, :n] = torch.tensor(f["weights"]) if "weights" in f else 1.0
+        batch["loss_weights"] = w
     return batch if device is None else {k: v.to(device) for k, v in batch.items()}
 
 
 def ordered_examples(pool: list[SFTExample], n: int, seed: int) -> list[SFTExample]:
     """The exact sequence of ``n`` training examples for a seed: seeded shuffles of the pool, one
-    epoch after another. The trainer reads it sequentially, so the data order is a pure function of
-    (pool, seed), testable and identical on resume."""
+    epoch after another (the members of a ``group`` move together). The trainer reads it
+    sequentially, so the data order is a pure function of (pool, seed), testable and identical on
+    resume."""
     if not pool:
         raise ValueError("training data is empty")
     rng = random.Random(f"tamperlab-order:{seed}")
+    units: list[list[SFTExample]] = []  # a group (in pool order) or a lone example; shuffled as one
+    where: dict[str, int] = {}
+    for e in pool:
+        if e.group and e.group in where:
+            units[where[e.group]].append(e)
+        else:
+            if e.group:
+                where[e.group] = len(units)
+            units.append([e])
     out: list[SFTExample] = []
     while len(out) < n:
-        epoch = list(pool)
-        rng.shuffle(epoch)
-        out += epoch
+        epoch = list(units)
+        rng.shuffle(epoch)  # with no groups: the same permutation as shuffling the examples
+        out += [e for u in epoch for e in u]
     return out[:n]

@@ -184,13 +184,37 @@ def train_sft(lm: LoadedModel, pool: list[SFTExample], cfg: TrainConfig, *,
             with warnings.catch_warnings():  # transformers' own deprecation notices, not the user's
                 warnings.filterwarnings("ignore", category=FutureWarning)
                 warnings.filterwarnings("ignore", message=".*pin_memory.*")
-                trainer = Trainer(model=model, args=args, train_dataset=feats,
+                cls = _weighted_loss_trainer() if "weights" in feats[0] else Trainer
+                trainer = cls(model=model, args=args, train_dataset=feats,
                                   data_collator=partial(collate, pad_id=lm.pad_id),
                                   callbacks=[_Hooks()])
                 trainer.remove_callback(PrinterCallback)  # our progress bar and JSONL log replace it
                 trainer.train()
     model.eval()
     return model
+
+
+def _weighted_loss_trainer():
+    """Defined on use: transformers' Trainer is imported lazily, as in train_sft."""
+    from transformers import Trainer
+
+    from .losses import token_logps
+
+    class WeightedLossTrainer(Trainer):
+        """Mean token NLL with per-token weights (``SFTExample.weights``): sum(w * nll) / sum(w)
+        over a micro-batch. The Trainer divides it by the accumulation steps, as for its own loss."""
+        loss_is_scaled_for_ga = False  # transformers >= 5
+        model_accepts_loss_kwargs = False  # older: the same meaning
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            w = inputs.pop("loss_weights")  # (B, T)
+            out = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])
+            lp, mask = token_logps(out.logits, inputs["labels"])  # (B, T-1)
+            ws = w[:, 1:].to(lp.dtype) * mask  # position t predicts token t+1: its weight
+            loss = -(lp * ws).sum() / ws.sum().clamp(min=1e-8)
+            return (loss, out) if return_outputs else loss
+
+    return WeightedLossTrainer
 
 
 def save_model_dir(model, tokenizer, out_dir: str | Path, merge: bool = True) -> Path:
