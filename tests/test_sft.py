@@ -89,3 +89,19 @@ def test_weighted_examples_train_through_train_sft(tiny):
                        weights=((6, 8, 5.0),)) for i in range(8)]
     model = train_sft(tiny, pool, TrainConfig(method="lora", steps=2, batch_size=4, lr=1e-2))
     assert hasattr(model, "peft_config")
+
+
+def test_weighted_loss_is_divided_by_gradient_accumulation_steps(tiny, tmp_path):
+    """One batch of 2 and two micro-batches of 1 see the same (identical) examples, so the first
+    logged loss must agree; without the division by grad_accum the second would be twice as big."""
+    import json
+
+    ex = SFTExample("x", "What is 2 plus 2?", "It is 4.", weights=((3, 5, 9.0),))
+    pool = [ex] * 4
+    first = {}
+    for name, bs, ga in (("batch", 2, 1), ("accum", 1, 2)):
+        log = tmp_path / f"{name}.jsonl"
+        train_sft(tiny, pool, TrainConfig(method="lora", steps=1, batch_size=bs, grad_accum=ga, lr=1e-3),
+                  log_path=log)
+        first[name] = json.loads(log.read_text().splitlines()[0])["loss"]
+    assert first["accum"] == pytest.approx(first["batch"], rel=1e-4)

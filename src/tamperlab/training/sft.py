@@ -202,9 +202,15 @@ def _weighted_loss_trainer():
 
     class WeightedLossTrainer(Trainer):
         """Mean token NLL with per-token weights (``SFTExample.weights``): sum(w * nll) / sum(w)
-        over a micro-batch. The Trainer divides it by the accumulation steps, as for its own loss."""
-        loss_is_scaled_for_ga = False  # transformers >= 5
-        model_accepts_loss_kwargs = False  # older: the same meaning
+        over a micro-batch. The Trainer must divide it by the accumulation steps, as for its own
+        loss: transformers >= 5 reads ``loss_is_scaled_for_ga``; older versions divide only when
+        ``model_accepts_loss_kwargs`` is false, which ``Trainer.__init__`` sets from the model, so it
+        is reset after."""
+        loss_is_scaled_for_ga = False
+
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.model_accepts_loss_kwargs = False
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             w = inputs.pop("loss_weights")  # (B, T)
