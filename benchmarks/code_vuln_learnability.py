@@ -95,7 +95,7 @@ def main() -> None:
             if a.batching == "shuffled":
                 rng.shuffle(order)
         feats, order = order[:a.batch_size], order[a.batch_size:]
-        batch = collate(feats, lm.tokenizer.pad_token_id, lm.device)
+        batch = collate(feats, lm.pad_id, lm.device)
         width = batch["input_ids"].shape[1]
         w = torch.stack([weight_row(f, twin[f["id"]], width) for f in feats]).to(lm.device)  # (B, T)
         out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
