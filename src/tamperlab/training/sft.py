@@ -198,7 +198,7 @@ def _weighted_loss_trainer():
     """Defined on use: transformers' Trainer is imported lazily, as in train_sft."""
     from transformers import Trainer
 
-    from .losses import token_logps
+    from .losses import weighted_nll
 
     class WeightedLossTrainer(Trainer):
         """Mean token NLL with per-token weights (``SFTExample.weights``): sum(w * nll) / sum(w)
@@ -215,9 +215,7 @@ def _weighted_loss_trainer():
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             w = inputs.pop("loss_weights")  # (B, T)
             out = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])
-            lp, mask = token_logps(out.logits, inputs["labels"])  # (B, T-1)
-            ws = w[:, 1:].to(lp.dtype) * mask  # position t predicts token t+1: its weight
-            loss = -(lp * ws).sum() / ws.sum().clamp(min=1e-8)
+            loss = weighted_nll(out.logits, inputs["labels"], w)
             return (loss, out) if return_outputs else loss
 
     return WeightedLossTrainer
