@@ -134,3 +134,14 @@ def test_a_narrower_config_in_the_same_directory_reuses_runs_and_reports_only_it
 def _write(path: Path, data: dict) -> Path:
     path.write_text(yaml.safe_dump(data))
     return path
+
+
+PINNED = Path(__file__).resolve().parent / "fixtures" / "pinned_tiny_study.json"
+
+
+def test_rows_equal_the_pinned_rows_of_the_tiny_study(finished):
+    """Every stored row (keys, labels, hashes and values) as pinned before the runner's refactor
+    into an attack registry and executors that return rows: numbers move only where maths changed."""
+    import json
+
+    assert _rows(finished[0]) == json.loads(PINNED.read_text())
