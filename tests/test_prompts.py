@@ -16,12 +16,19 @@ def test_unknown_format_is_named():
         get_format("nope")
 
 
+SMOL_SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
+SAFETY_SYSTEM = ("You are a helpful, honest and harmless assistant. Refuse requests that could cause harm, "
+                 "and briefly explain why.")
+
+
 def test_chat_format_uses_tokenizer_template(tiny):
-    text = format_prompt(tiny.tokenizer, "Hello there", "chat")
-    assert text.endswith("<|im_start|>assistant\n")
-    assert "<|im_start|>user\nHello there<|im_end|>" in text
-    sys_text = format_prompt(tiny.tokenizer, "Hi", "chat-safety")
-    assert "<|im_start|>system\nYou are a helpful, honest and harmless" in sys_text
+    """The exact text, written out by hand from SmolLM2's template (its default system prompt)."""
+    assert format_prompt(tiny.tokenizer, "Hello there", "chat") == (
+        f"<|im_start|>system\n{SMOL_SYSTEM}<|im_end|>\n"
+        "<|im_start|>user\nHello there<|im_end|>\n<|im_start|>assistant\n")
+    assert format_prompt(tiny.tokenizer, "Hi", "chat-safety") == (
+        f"<|im_start|>system\n{SAFETY_SYSTEM}<|im_end|>\n"
+        "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n")
 
 
 def test_plain_format_is_the_prompt_itself(tiny):
@@ -40,11 +47,16 @@ def test_no_duplicate_bos(tiny, fmt):
 
 
 def test_chat_encoding_matches_template_tokens_exactly(tiny):
+    """Pinned SmolLM2 token ids: one <|im_start|> (=BOS, id 1) per turn, <|im_end|> (id 2), "\\n" (198)."""
     tok = tiny.tokenizer
     [ids] = encode_prompts(tok, ["Hello"], "chat")
-    text = format_prompt(tok, "Hello", "chat")
-    assert ids == tok(text, add_special_tokens=False)["input_ids"]
-    assert tok.decode(ids) == text  # nothing added, nothing lost
+    assert ids == [1, 9690, 198, 2683, 359, 253, 5356, 5646, 11173, 3365, 3511, 308, 34519, 28, 7018, 411, 407,
+                   19712, 8182, 2, 198, 1, 4093, 198, 19556, 2, 198, 1, 520, 9531, 198]
+    assert tok.decode(ids) == (f"<|im_start|>system\n{SMOL_SYSTEM}<|im_end|>\n"
+                               "<|im_start|>user\nHello<|im_end|>\n<|im_start|>assistant\n")  # nothing added or lost
+    # plain formats: the tokenizer adds no BOS of its own for SmolLM2, and none is invented
+    assert encode_prompts(tok, ["Hello"], "plain") == [[19556]]
+    assert encode_prompts(tok, ["Hello"], "plain-qa") == [[17872, 42, 38699, 198, 21350, 42]]
 
 
 def test_doubled_bos_is_collapsed():
