@@ -23,7 +23,13 @@ def _sft(tiny, tmp_path) -> dict:
 
     out = defend(tiny, "sft", overrides={"steps": 3, "batch_size": 2, "max_length": 64, "warmup_steps": 1,
                                          "lora_targets": ["q_proj", "v_proj"]}, out_dir=tmp_path / "sft")
-    return {"log": _log(out / "train_log.jsonl", ("step", "loss")), "fingerprint": load_model(str(out)).fingerprint}
+    return {"log": _log(out / "train_log.jsonl", ("step", "loss")), "weights": _sums(load_model(str(out)).model)}
+
+
+def _sums(model) -> dict:
+    """Sum and mean |w| per tensor: equal up to float rounding where the maths is the same (a hash
+    of the weights would flag a last-bit difference of a fused optimizer kernel)."""
+    return {n: [float(p.double().sum()), float(p.double().abs().mean())] for n, p in model.state_dict().items()}
 
 
 def _antidote(tiny, tmp_path) -> dict:
@@ -43,9 +49,9 @@ def _attack(tiny, tmp_path) -> dict:
     seen = {}
     cfg = AttackConfig(steps=3, batch_size=2, data_limit=8, max_length=64, checkpoint_steps=[0, 3], lr=1e-3,
                        scheduler="cosine-warmup", warmup_steps=1, lora_targets=["q_proj", "v_proj"])
-    run_attack(tiny, cfg, tmp_path / "atk", on_checkpoint=lambda s, v: seen.__setitem__(s, v.fingerprint))
+    run_attack(tiny, cfg, tmp_path / "atk", on_checkpoint=lambda s, v: seen.__setitem__(s, _sums(v.model)))
     return {"log": _log(tmp_path / "atk" / "train_log.jsonl", ("step", "loss", "learning_rate")),
-            "fingerprints": {str(k): v for k, v in sorted(seen.items())}}
+            "weights": {str(k): v for k, v in sorted(seen.items())}}
 
 
 def _close(a, b, path=""):
