@@ -117,6 +117,13 @@ def test_unclosed_block_is_a_clear_error():
         render_text("<!-- quoted:card -->\n| a |\n", Results(ROOT), "page.md")
 
 
+def test_a_marker_broken_by_rewrapping_is_an_error_not_a_skip():
+    with pytest.raises(QuoteError, match=r"page\.md:1: malformed quoted marker"):
+        render_text("it answers <!--\nq:card.harm.asr.pct -->88%<!-- /q --> of them\n", Results(ROOT), "page.md")
+    with pytest.raises(QuoteError, match=r"page\.md:2: malformed quoted marker"):
+        render_text("text\n  <!-- quoted:card -->\n", Results(ROOT), "page.md")
+
+
 def test_missing_result_file_names_it(tmp_path):
     (tmp_path / "docs").mkdir()
     with pytest.raises(QuoteError, match=r"docs/results/metrics.json is missing"):

@@ -83,7 +83,24 @@ def render_text(text: str, r: Results, path: str = "<text>") -> tuple[str, list[
         if not re.search(rf"^<!-- quoted:{re.escape(c.group(1))} -->", text[:c.start()], re.M):
             raise QuoteError(f"{path}:{_line(text, c.start())}: closing marker for {c.group(1)!r} "
                              "without an opening one")
-    return _INLINE.sub(inline, text), mismatches
+    text = _INLINE.sub(inline, text)
+    _no_malformed_markers(text, path)
+    return text, mismatches
+
+
+_ANY_MARKER = re.compile(r"<!--\s*/?\s*(?:q|quoted)\b", re.I)
+
+
+def _no_malformed_markers(text: str, path: str) -> None:
+    """A marker broken by re-wrapping (``<!--`` and ``q:`` on two lines) would be skipped, not checked."""
+    rest = _INLINE.sub(lambda m: " " * len(m.group(0)), text)
+    rest = re.sub(r"^<!-- /?quoted:[\w.-]+ -->[ \t]*$", lambda m: " " * len(m.group(0)), rest, flags=re.M)
+    rest = re.sub(r"`<!-- q:[^`]*`", lambda m: " " * len(m.group(0)), rest)  # examples in code spans
+    bad = _ANY_MARKER.search(rest)
+    if bad:
+        raise QuoteError(f"{path}:{_line(text, bad.start())}: malformed quoted marker "
+                         f"{text[bad.start():bad.start() + 40]!r} (want '<!-- q:KEY -->VALUE<!-- /q -->' on one line, "
+                         "or '<!-- quoted:NAME -->' alone on a line)")
 
 
 def doc_paths(root: Path | str) -> list[Path]:
