@@ -91,7 +91,8 @@ def test_kill_9_mid_study_then_resume_gives_identical_rows(finished, tmp_path):
     db = out / "results.sqlite"
     deadline = time.time() + 300
     try:
-        # 10 rows = both baselines and the reference; 12 = inside the first attack run
+        # 10 rows = both baselines and the reference; a run's rows land together, so >= 12 = after the
+        # first attack run (16), with the others still to come
         while _count(db) < 12 and proc.poll() is None and time.time() < deadline:
             time.sleep(0.2)
     finally:

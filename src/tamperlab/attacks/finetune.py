@@ -10,6 +10,7 @@ from ..utils.config import ConfigError
 from ..utils.hashing import stable_hash
 from ..utils.io import atomic_write_json
 from .data import ATTACK_DATA, load_attack_data
+from .registry import AttackSpec, register_attack
 
 
 @dataclass
@@ -93,3 +94,35 @@ def summary_rows(results: dict) -> list[dict]:
                     rows.append({"step": step, "suite": suite, "metric": k, "value": v, "n": m.get("n")})
     return rows
 
+
+
+# ---- the fine-tuning attack as an ATTACKS entry ------------------------------------------------
+
+def cell_label(cfg: AttackConfig) -> str:
+    """Short human label: method, lr, schedule, data (what a reader needs to tell panels apart)."""
+    sched = cfg.scheduler + (f"({cfg.warmup_steps})" if cfg.warmup_steps else "")
+    rank = f" r{cfg.lora_rank}" if cfg.method == "lora" else ""
+    return f"{cfg.method}{rank} lr={cfg.lr:g} {sched} {cfg.data_file or cfg.data}"
+
+
+def describe(cfgs: list[AttackConfig], steps: list[int]) -> str:
+    """What a list of fine-tuning attacks covers: methods, learning rates, length, data, schedules."""
+    methods = sorted({a.method for a in cfgs})
+    lrs = sorted({a.lr for a in cfgs})
+    lr = f"{lrs[0]:g}" if len(lrs) == 1 else f"{lrs[0]:g}–{lrs[-1]:g}"
+    data = sorted({a.data_file or a.data for a in cfgs})
+    scheds = sorted({a.scheduler for a in cfgs})
+    bs = sorted({a.batch_size * a.grad_accum for a in cfgs})
+    return (f"{' and '.join(m if m != 'lora' else 'LoRA' for m in methods)} fine-tuning, lr {lr}, "
+            f"up to {max(steps)} steps of batch {'/'.join(map(str, bs))} "
+            f"(at most {max(steps) * max(bs)} examples), data: {', '.join(data)}, schedules: {', '.join(scheds)}")
+
+
+def _run(model: LoadedModel, cfg: AttackConfig, on_checkpoint) -> None:
+    run_attack(model, cfg, on_checkpoint=on_checkpoint)
+
+
+register_attack("finetune", AttackConfig, AttackSpec(
+    run=_run, describe=describe, step_unit="optimizer step", label=cell_label, key=AttackConfig.attack_hash,
+    not_claimed="longer attacks, other learning rates, data"),
+    help="supervised fine-tuning (full or LoRA) on attack data, HF Trainer")

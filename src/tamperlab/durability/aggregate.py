@@ -73,19 +73,25 @@ def before_attack(agg: list[dict], model: str, suite: str, metric: str) -> dict 
     return rows[0] if rows else None
 
 
+def _specs(cells: list) -> dict:
+    from ..attacks import ATTACKS
+
+    kinds: dict[str, list] = {}
+    for c in cells:
+        kinds.setdefault(c.kind, []).append(c.attack)
+    return {k: (ATTACKS.get(k).obj, cfgs) for k, cfgs in kinds.items()}
+
+
 def threat_model(cells: list, steps: list[int], formats: list[str], seeds: list[int]) -> str:
-    """What was actually tried, in words: the verdict holds for this and nothing more."""
-    atks = [c.attack for c in cells]
-    methods = sorted({a.method for a in atks})
-    lrs = sorted({a.lr for a in atks})
-    lr = f"{lrs[0]:g}" if len(lrs) == 1 else f"{lrs[0]:g}–{lrs[-1]:g}"
-    data = sorted({a.data_file or a.data for a in atks})
-    scheds = sorted({a.scheduler for a in atks})
-    bs = sorted({a.batch_size * a.grad_accum for a in atks})
-    return (f"{' and '.join(m if m != 'lora' else 'LoRA' for m in methods)} fine-tuning, lr {lr}, "
-            f"up to {max(steps)} steps of batch {'/'.join(map(str, bs))} "
-            f"(at most {max(steps) * max(bs)} examples), data: {', '.join(data)}, schedules: {', '.join(scheds)}, "
-            f"prompt formats: {', '.join(formats)}, {len(seeds)} seed{'s' * (len(seeds) > 1)}")
+    """What was actually tried, in words (each attack kind describes its own cells): the verdict
+    holds for this and nothing more."""
+    attacks = "; ".join(spec.describe(cfgs, steps) for spec, cfgs in _specs(cells).values())
+    return f"{attacks}, prompt formats: {', '.join(formats)}, {len(seeds)} seed{'s' * (len(seeds) > 1)}"
+
+
+def not_claimed(cells: list) -> str:
+    specs = [spec for spec, _ in _specs(cells).values()]
+    return specs[0].not_claimed if len(specs) == 1 else "longer attacks, other settings of these attacks"
 
 
 def verdicts(cfg, agg: list[dict]) -> list[dict]:
@@ -96,6 +102,7 @@ def verdicts(cfg, agg: list[dict]) -> list[dict]:
     worst = worst_cases(agg, suite, metric)
     cells = cfg.cells_expanded()
     tm = threat_model(cells, cfg.steps, cfg.formats, cfg.seed_list())
+    nc = not_claimed(cells)
     out = []
     for spec in cfg.models:
         w = worst.get(spec.name)
@@ -124,6 +131,6 @@ def verdicts(cfg, agg: list[dict]) -> list[dict]:
                 f"mean {wm['mean']:.2f} (min {wm['min']:.2f}, max {wm['max']:.2f} over {len(wm['seeds'])} seeds); "
                 f"worst single seed {ws:.2f} (seed {w['worst_seed']['seed']}, `{w['worst_seed']['cell_label']}`, "
                 f"step {w['worst_seed']['step']}). Tested threat model: {tm}. "
-                f"Nothing is claimed for longer attacks, other learning rates, data or attack types.")
+                f"Nothing is claimed for {nc} or attack types.")
         out.append({"model": spec.name, "status": status, "text": text, "worst": w, "before": b})
     return out

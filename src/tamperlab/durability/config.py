@@ -4,12 +4,13 @@ Everything is validated before any work starts, and every error names the key (a
 from __future__ import annotations
 
 import itertools
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from ..attacks.finetune import AttackConfig
+from ..attacks import ATTACKS, DEFAULT_KIND
+from ..attacks.registry import attack_key, attack_label
 from ..evaluation.config import EvalConfig
 from ..utils.config import ConfigError, from_dict, read_yaml_mapping
 from ..utils.hashing import stable_hash
@@ -30,21 +31,26 @@ class ModelSpec:
 
 @dataclass
 class Cell:
-    """One point of the attack grid (seed not included: seeds repeat a cell)."""
-    attack: AttackConfig
+    """One point of the attack grid (seed not included: seeds repeat a cell): an ATTACKS entry
+    (``kind``) and its config."""
+    attack: Any
     label: str
+    kind: str = DEFAULT_KIND
 
     @cached_property
     def key(self) -> str:
-        """Hashes the attack data too, so computed once per cell (plan uses it for every seed)."""
-        return self.attack.attack_hash()
+        """The attack's identity (the fine-tuning attack hashes its data too, so computed once per
+        cell: plan uses it for every seed)."""
+        return attack_key(self.kind, self.attack)
 
 
 @dataclass
 class DurabilityConfig:
     name: str = field(default="study", metadata={"help": "study name (report title)"})
     models: list = field(default_factory=list, metadata={"help": "list of {name, model, defense?, attack?}"})
-    attack: dict = field(default_factory=dict, metadata={"help": "attack settings shared by every cell"})
+    attack: dict = field(default_factory=dict, metadata={
+        "help": "settings shared by every cell: kind (an attack of `tamperlab attacks`, default finetune) and "
+                "that attack's config keys"})
     grid: dict = field(default_factory=dict, metadata={
         "help": "key -> list of values, crossed; a list item that is a mapping sets several keys at once"})
     cells: list = field(default_factory=list, metadata={"help": "extra cells: overrides of `attack`"})
@@ -144,25 +150,25 @@ class DurabilityConfig:
         for j, over in enumerate(combos + extras):
             where = f"grid cell {j}" if j < len(combos) else f"cells[{j - len(combos)}]"
             data = {**base, **over, "checkpoint_steps": list(self.steps)}
-            data.setdefault("steps", max(self.steps))
+            kind = data.pop("kind", DEFAULT_KIND)
+            if kind not in ATTACKS:
+                raise ConfigError(f"field 'attack.kind' ({where}): unknown attack {kind!r}; "
+                                  f"known: {', '.join(ATTACKS.names())}")
+            cls = ATTACKS.get(kind).config_cls
+            has_steps = "steps" in {f.name for f in fields(cls)}
+            if has_steps:
+                data.setdefault("steps", max(self.steps))
             try:
-                atk = from_dict(AttackConfig, data, source=where)
+                atk = from_dict(cls, data, source=where)
             except ConfigError as e:
-                raise ConfigError(f"{e} (attack settings are AttackConfig keys)") from None
-            if atk.steps != max(self.steps):
+                raise ConfigError(f"{e} ({kind} attack settings are {cls.__name__} keys)") from None
+            if has_steps and atk.steps != max(self.steps):
                 raise ConfigError(f"{where}: attack steps={atk.steps} but the last checkpoint step is {max(self.steps)}")
-            cell = Cell(atk, label=cell_label(atk, {**over}))
+            cell = Cell(atk, label=attack_label(kind, atk), kind=kind)
             if cell.key not in seen:
                 seen.add(cell.key)
                 out.append(cell)
         return out
-
-
-def cell_label(atk: AttackConfig, varied: dict) -> str:
-    """Short human label: method, lr, schedule, data (what a reader needs to tell panels apart)."""
-    sched = atk.scheduler + (f"({atk.warmup_steps})" if atk.warmup_steps else "")
-    rank = f" r{atk.lora_rank}" if atk.method == "lora" else ""
-    return f"{atk.method}{rank} lr={atk.lr:g} {sched} {atk.data_file or atk.data}"
 
 
 def load_study(path: str | Path) -> DurabilityConfig:

@@ -1,11 +1,12 @@
 """``tamperlab durability``: defend (if asked), attack every cell × seed, evaluate at every
-checkpoint step and prompt format, store each result as it completes, then aggregate and report.
+checkpoint step and prompt format, store each run's rows as it completes, then aggregate and report.
 
 Resumable by construction: the database says which runs are done; re-running the same command
 skips them, recomputes only unfinished runs (deterministically, so their rows come out the same),
 and rebuilds the report."""
 from __future__ import annotations
 
+import importlib
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -15,7 +16,7 @@ import yaml
 from ..utils.io import atomic_write_text
 from ..utils.progress import progress
 from .config import DurabilityConfig, ModelSpec
-from .executors import EXECUTORS
+from .executors import EXECUTORS, TaskFailed
 from .store import ResultStore
 
 DB_NAME = "results.sqlite"
@@ -30,10 +31,18 @@ def scalar_metrics(metrics: dict) -> dict[str, float]:
             and k not in ("n", "n_scored", "n_unscored", "seconds", "shots")}
 
 
+def _row(p: dict, step: int, fmt: str, suite: str, m: dict, metric: str, value: float) -> dict:
+    return {**{k: p[k] for k in ("model", "model_key", "cell", "cell_label", "eval_key", "seed")},
+            "step": step, "format": fmt, "suite": suite, "metric": metric, "judge": m.get("judge", {}).get("name", ""),
+            "split": m.get("split", ""), "n": int(m.get("n", 0)), "value": value}
+
+
 def execute_run(p: dict) -> dict:
     """One model × cell × seed: attack, evaluating at each checkpoint step in every format.
-    A top-level function of plain data, so any executor (process pool, Ray, Slurm) can ship it."""
-    from ..attacks.finetune import AttackConfig, run_attack
+
+    A pure task: a top-level function from plain data to plain data ({rows, artefacts, seconds}), so
+    any executor (process pool, Ray, Slurm) can ship it; it never opens the study database."""
+    from ..attacks import ATTACKS
     from ..evaluation.config import EvalConfig
     from ..evaluation.runner import evaluate
     from ..models import load_model
@@ -41,45 +50,69 @@ def execute_run(p: dict) -> dict:
 
     t0 = time.perf_counter()
     lm = load_model(p["model_path"])
-    with ResultStore(p["db"]) as store:
-        def on_checkpoint(step, view) -> None:
-            for fmt in p["formats"]:
-                ecfg = from_dict(EvalConfig, {**p["eval"], "format": fmt, "seed": p["seed"]})
-                res = evaluate(view, ecfg)
-                for suite, m in res["suites"].items():
-                    judge = m.get("judge", {}).get("name", "")
-                    for metric, value in scalar_metrics(m).items():
-                        store.add_result({**{k: p[k] for k in ("model", "model_key", "cell", "cell_label",
-                                                               "eval_key", "seed")},
-                                          "step": step, "format": fmt, "suite": suite, "metric": metric,
-                                          "judge": judge, "split": m.get("split", ""), "n": int(m.get("n", 0)),
-                                          "value": value})
+    rows: list[dict] = []
+    seen: list[int] = []
 
-        if p["cell"] in STEP0_CELLS:
-            on_checkpoint(0, lm)
-        else:
-            run_attack(lm, AttackConfig(**p["attack"], seed=p["seed"]), on_checkpoint=on_checkpoint)
-        seconds = time.perf_counter() - t0
-        store.mark_done(p, seconds)
-        return {**{k: p[k] for k in ("model", "cell_label", "seed")}, "seconds": seconds,
-                "mismatches": store.mismatches}
+    def on_checkpoint(step, view) -> None:
+        seen.append(step)
+        for fmt in p["formats"]:
+            ecfg = from_dict(EvalConfig, {**p["eval"], "format": fmt, "seed": p["seed"]})
+            for suite, m in evaluate(view, ecfg)["suites"].items():
+                rows.extend(_row(p, step, fmt, suite, m, metric, value) for metric, value in scalar_metrics(m).items())
+
+    if p["cell"] in STEP0_CELLS:
+        on_checkpoint(0, lm)
+    else:
+        kind = p["attack_kind"]
+        if kind not in ATTACKS and p.get("attack_module"):
+            importlib.import_module(p["attack_module"])  # a worker process: the module registering it
+        entry = ATTACKS.get(kind)
+        entry.obj.run(lm, entry.config_cls(**p["attack"], seed=p["seed"]), on_checkpoint)
+        if sorted(seen) != sorted(p["attack"]["checkpoint_steps"]):
+            raise RuntimeError(f"attack {kind!r} called on_checkpoint at steps {seen}; the study asked for "
+                               f"{p['attack']['checkpoint_steps']}")
+    return {"rows": rows, "artefacts": [], "seconds": time.perf_counter() - t0}
 
 
-def prepare_model(spec: ModelSpec, out: Path) -> str:
-    """The directory (or preset) the study attacks: the base, or the base after its defense."""
-    if spec.defense is None:
-        return spec.model
+def execute_defense(p: dict) -> dict:
+    """Train one model's defense (a task like a run): payload -> {path, artefacts, seconds}."""
     from ..defenses import defend
 
-    d = dict(spec.defense)
-    method = d.pop("method")
-    return str(defend(spec.model, method, out_dir=out / "models" / f"{spec.name}-{spec.key()}", overrides=d))
+    t0 = time.perf_counter()
+    path = str(defend(p["base"], p["method"], out_dir=p["out_dir"], overrides=p["config"]))
+    return {"path": path, "artefacts": [path], "seconds": time.perf_counter() - t0}
 
 
-def plan(cfg: DurabilityConfig, db: Path, model_paths: dict[str, str]) -> list[dict]:
+def defense_payloads(cfg: DurabilityConfig, out: Path) -> list[dict]:
+    payloads = []
+    for spec in cfg.models:
+        if spec.defense is not None:
+            d = dict(spec.defense)
+            payloads.append({"model": spec.name, "base": spec.model, "method": d.pop("method"), "config": d,
+                             "out_dir": str(out / "models" / f"{spec.name}-{spec.key()}")})
+    return payloads
+
+
+def describe_task(p: dict) -> str:
+    """Which task, in words (for the error when it fails)."""
+    if "method" in p:
+        return f"defense {p['method']!r} of model {p['model']!r} (into {p['out_dir']})"
+    return f"run of model {p['model']!r}, cell {p['cell_label']!r} ({p['cell']}), seed {p['seed']}"
+
+
+def run_tasks(executor: str, payloads: list[dict], job, workers: int, on_done) -> None:
+    """Hand ``payloads`` to the executor; a failure becomes one RuntimeError naming the task."""
+    try:
+        EXECUTORS.get(executor).obj(payloads, job, workers, on_done)
+    except TaskFailed as e:
+        raise RuntimeError(f"{describe_task(e.payload)} failed: {e}") from e.__cause__
+
+
+def plan(cfg: DurabilityConfig, model_paths: dict[str, str]) -> list[dict]:
+    from ..attacks import ATTACKS
+
     eval_key = cfg.eval_key()
-    base = {"db": str(db), "eval": {k: v for k, v in cfg.eval.items()}, "formats": list(cfg.formats),
-            "eval_key": eval_key}
+    base = {"eval": {k: v for k, v in cfg.eval.items()}, "formats": list(cfg.formats), "eval_key": eval_key}
     payloads = []
     cells = cfg.cells_expanded()  # once: every model is attacked by the same cells
     for spec in cfg.models:
@@ -95,37 +128,60 @@ def plan(cfg: DurabilityConfig, db: Path, model_paths: dict[str, str]) -> list[d
         for cell in cells:
             atk = asdict(cell.attack)
             atk.pop("seed")
+            module = ATTACKS.get(cell.kind).obj.run.__module__
             for seed in cfg.seed_list():
-                payloads.append({**base, **m, "cell": cell.key, "cell_label": cell.label, "attack": atk,
-                                 "seed": seed})
+                payloads.append({**base, **m, "cell": cell.key, "cell_label": cell.label, "attack_kind": cell.kind,
+                                 "attack_module": module, "attack": atk, "seed": seed})
     return payloads
+
+
+def _run_key(p: dict) -> tuple:
+    return p["model_key"], p["cell"], p["eval_key"], p["seed"]
+
+
+def _stored_run(p: dict) -> dict:
+    """What the runs table keeps of a payload (its attack with the kind)."""
+    attack = {"kind": p["attack_kind"], **p["attack"]} if p.get("attack_kind") else p["attack"]
+    return {**p, "attack": attack}
 
 
 def run_study(cfg: DurabilityConfig, out_dir: str | Path, *, workers: int = 1, executor: str | None = None,
               raw_config: dict | None = None, report: bool = True) -> dict:
-    """Run (or resume) a study and write DIR/results.sqlite, DIR/report.md and DIR/report.html."""
+    """Run (or resume) a study and write DIR/results.sqlite, DIR/report.md and DIR/report.html.
+
+    Defenses, then runs, are tasks handed to the executor; this driver alone writes the database."""
     cfg.validate()
+    executor = executor or ("process" if workers > 1 else "local")
+    EXECUTORS.get(executor)  # an unknown executor fails before any work
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "config.yaml", yaml.safe_dump(raw_config or _plain(cfg), sort_keys=False))
     db = out / DB_NAME
-    model_paths = {spec.name: prepare_model(spec, out) for spec in cfg.models}
-    payloads = plan(cfg, db, model_paths)
+    t0 = time.perf_counter()
+    model_paths = {spec.name: spec.model for spec in cfg.models}
+    defenses = defense_payloads(cfg, out)
+    if defenses:
+        with progress(f"{cfg.name}: defenses", len(defenses)) as advance:
+            def defended(p: dict, r: dict) -> None:
+                model_paths[p["model"]] = r["path"]
+                advance(1)
+            run_tasks(executor, defenses, execute_defense, workers, defended)
+    payloads = plan(cfg, model_paths)
+    finished: list[dict] = []
     with ResultStore(db) as store:
         store.set_meta("study", cfg.name)
         done = store.done_runs()
-    pending = [p for p in payloads if (p["model_key"], p["cell"], p["eval_key"], p["seed"]) not in done]
-    finished: list[dict] = []
-    executor = executor or ("process" if workers > 1 else "local")
-    t0 = time.perf_counter()
-    with progress(f"{cfg.name}: runs", len(pending)) as advance:
-        def on_done(r: dict) -> None:
-            finished.append(r)
-            advance(1)
-        EXECUTORS.get(executor).obj(pending, execute_run, workers, on_done)
+        pending = [p for p in payloads if _run_key(p) not in done]
+        with progress(f"{cfg.name}: runs", len(pending)) as advance:
+            def stored(p: dict, r: dict) -> None:
+                store.add_run(_stored_run(p), r["rows"], r["seconds"])
+                finished.append(p)
+                advance(1)
+            run_tasks(executor, pending, execute_run, workers, stored)
+        mismatches = store.mismatches
     summary = {"runs_total": len(payloads), "runs_skipped": len(payloads) - len(pending),
                "runs_executed": len(finished), "seconds": round(time.perf_counter() - t0, 2),
-               "mismatched_rows": sum(r["mismatches"] for r in finished)}
+               "mismatched_rows": mismatches}
     if report:
         from .report import write_report
 
@@ -137,10 +193,10 @@ def run_study(cfg: DurabilityConfig, out_dir: str | Path, *, workers: int = 1, e
 def study_rows(cfg: DurabilityConfig, db: Path, payloads: list[dict] | None = None) -> list[dict]:
     """The rows of this config's runs only: a study directory may also hold rows of an earlier
     version of the config (other cells or evaluation settings); those are kept but not reported."""
-    payloads = payloads if payloads is not None else plan(cfg, db, {s.name: "" for s in cfg.models})
-    keys = {(p["model_key"], p["cell"], p["eval_key"], p["seed"]) for p in payloads}
+    payloads = payloads if payloads is not None else plan(cfg, {s.name: "" for s in cfg.models})
+    keys = {_run_key(p) for p in payloads}
     with ResultStore(db) as store:
-        return [r for r in store.rows() if (r["model_key"], r["cell"], r["eval_key"], r["seed"]) in keys]
+        return [r for r in store.rows() if _run_key(r) in keys]
 
 
 def _plain(cfg: DurabilityConfig) -> dict:

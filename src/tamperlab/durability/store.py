@@ -1,9 +1,9 @@
-"""Results of a study in an embedded SQLite database (WAL): one transaction per result row, so a
-crash (even ``kill -9``) loses at most the row being written and never leaves a half row.
+"""Results of a study in an embedded SQLite database (WAL), owned by the driver alone: executors
+return rows, and the driver stores a finished run (its rows and its done-mark) in one transaction,
+so a crash (even ``kill -9``) loses at most the runs in flight and never leaves a half run.
 
-A run (model × cell × seed) is marked done in its own transaction after its last row; a run not
-marked done is recomputed on resume and its rows are re-inserted idempotently (the primary key
-stops duplicates, and a recomputed value that differs from the stored one is counted, not hidden)."""
+A run not marked done is recomputed on resume; rows are inserted idempotently (the primary key stops
+duplicates, and a recomputed value that differs from the stored one is counted, not hidden)."""
 from __future__ import annotations
 
 import json
@@ -48,33 +48,45 @@ class ResultStore:
     def __exit__(self, *exc):
         self.close()
 
-    def add_result(self, row: dict) -> bool:
-        """Insert one result in its own transaction; False if it was already there."""
+    def _insert(self, row: dict) -> bool:
         vals = tuple(row[f] for f in ROW_FIELDS)
         key = (row["model_key"], row["cell"], row["eval_key"], row["seed"], row["step"], row["format"],
                row["suite"], row["metric"])
+        old = self.con.execute(
+            "SELECT value FROM results WHERE model_key=? AND cell=? AND eval_key=? AND seed=? AND step=? "
+            "AND format=? AND suite=? AND metric=?", key).fetchone()
+        if old is None:
+            self.con.execute(f"INSERT INTO results ({', '.join(ROW_FIELDS)}, created) VALUES "
+                             f"({', '.join('?' * len(ROW_FIELDS))}, ?)", vals + (time.time(),))
+        elif old[0] != row["value"]:
+            self.mismatches += 1
+        return old is None
+
+    def _mark(self, run: dict, seconds: float) -> None:
+        self.con.execute("INSERT OR REPLACE INTO runs VALUES (?,?,?,?,?,?,?,?,?)",
+                         (run["model_key"], run["cell"], run["eval_key"], run["seed"], run["model"],
+                          run["cell_label"], json.dumps(run["attack"], sort_keys=True), seconds, time.time()))
+
+    def _transaction(self, fn):
         self.con.execute("BEGIN IMMEDIATE")
         try:
-            old = self.con.execute(
-                "SELECT value FROM results WHERE model_key=? AND cell=? AND eval_key=? AND seed=? AND step=? "
-                "AND format=? AND suite=? AND metric=?", key).fetchone()
-            if old is None:
-                self.con.execute(f"INSERT INTO results ({', '.join(ROW_FIELDS)}, created) VALUES "
-                                 f"({', '.join('?' * len(ROW_FIELDS))}, ?)", vals + (time.time(),))
-            elif old[0] != row["value"]:
-                self.mismatches += 1
+            out = fn()
             self.con.execute("COMMIT")
         except BaseException:
             self.con.execute("ROLLBACK")
             raise
-        return old is None
+        return out
+
+    def add_result(self, row: dict) -> bool:
+        """Insert one result in its own transaction; False if it was already there."""
+        return self._transaction(lambda: self._insert(row))
 
     def mark_done(self, run: dict, seconds: float) -> None:
-        self.con.execute("BEGIN IMMEDIATE")
-        self.con.execute("INSERT OR REPLACE INTO runs VALUES (?,?,?,?,?,?,?,?,?)",
-                         (run["model_key"], run["cell"], run["eval_key"], run["seed"], run["model"],
-                          run["cell_label"], json.dumps(run["attack"], sort_keys=True), seconds, time.time()))
-        self.con.execute("COMMIT")
+        self._transaction(lambda: self._mark(run, seconds))
+
+    def add_run(self, run: dict, rows: list[dict], seconds: float) -> int:
+        """A finished run: its rows and its done-mark in one transaction. Returns rows newly stored."""
+        return self._transaction(lambda: sum(self._insert(r) for r in rows) + (self._mark(run, seconds) or 0))
 
     def done_runs(self) -> set[tuple]:
         return {tuple(r) for r in self.con.execute("SELECT model_key, cell, eval_key, seed FROM runs")}
