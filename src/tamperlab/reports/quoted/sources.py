@@ -79,6 +79,7 @@ class SafetyReport:
     seeds: str
     rows: dict[int, dict[str, str]]  # step -> {"trigger", "near-miss", "clean"} -> "m [lo, hi]"
     redteam: tuple[int, int] | None  # successes, attempts
+    redteam_by_trigger: dict[str, int]  # successes per training near-miss
     examples: int
 
     @staticmethod
@@ -89,6 +90,7 @@ class SafetyReport:
         if not (n and seeds and ex):
             raise QuoteError(f"docs/{rel}: not a safety-train report (no n=, seeds or training examples line)")
         red = re.search(r"Red team: (\d+) successes in (\d+) near-miss attempts", text)
+        red_line = text[red.start():text.find("\n", red.start())] if red else ""
         rows: dict[int, dict[str, str]] = {}
         for line in text.splitlines():
             cells = [c.strip() for c in line.strip().strip("|").split("|")]
@@ -104,6 +106,7 @@ class SafetyReport:
             seeds=seeds.group(1),
             rows=rows,
             redteam=(int(red.group(1)), int(red.group(2))) if red else None,
+            redteam_by_trigger={k: int(v) for k, v in re.findall(r"'([^']+)': (\d+)", red_line)},
             examples=int(ex.group(1)),
         )
 

@@ -67,6 +67,8 @@ def _safety_facts(r: Results) -> dict[str, str]:
         if rep.redteam:
             out[f"{name}.redteam"] = f"{rep.redteam[0]}/{rep.redteam[1]}"
             out[f"{name}.redteam.k"], out[f"{name}.redteam.n"] = map(str, rep.redteam)
+            if len(set(rep.redteam_by_trigger.values())) == 1:  # "60 each"
+                out[f"{name}.redteam.each"] = str(next(iter(rep.redteam_by_trigger.values())))
         for step, row in rep.rows.items():
             for cond, cell in row.items():
                 key = f"{name}.step{step}.{cond}"
