@@ -59,36 +59,109 @@ def test_lora_saves_merged_and_adapter_safetensors(tiny, tmp_path):
     assert reloaded.fingerprint == weights_fingerprint(model.merge_and_unload())
 
 
+def test_adapter_only_save_loads_on_its_base_with_the_same_logits(tiny, tmp_path):
+    """save_model_dir(merge=False) writes the adapter alone; load_model on that folder puts it back
+    on its base: the same logits as the in-memory PEFT model, not the base model's."""
+    import torch
+
+    model = train_sft(tiny, POOL, TrainConfig(method="lora", steps=2, batch_size=4, lr=1e-2))
+    adapter = save_model_dir(model, tiny.tokenizer, tmp_path / "adapter", merge=False)
+    assert not (adapter / "model.safetensors").exists()  # the adapter alone, not a full copy
+    loaded = load_model(str(adapter))
+    ids = torch.tensor([tiny.tokenizer("What is 3 plus 3? It is 6.")["input_ids"]])
+    with torch.no_grad():
+        want, got, base = model(input_ids=ids).logits, loaded.model(input_ids=ids).logits, tiny.model(input_ids=ids).logits
+    assert (want - base).abs().max() > 1e-2  # the adapter changed the model...
+    assert torch.allclose(got, want, atol=1e-5)  # ...and the loaded one is that model
+    assert loaded.fingerprint != tiny.fingerprint
+    assert not [n for n, _ in loaded.model.named_modules() if "lora" in n]  # merged: loads like any model
+    assert loaded.tokenizer.chat_template == tiny.tokenizer.chat_template
+
+
 def test_divergence_stops_with_a_clear_error(tiny):
     with pytest.raises(DivergedError, match="learning rate"):
         train_sft(tiny, POOL, TrainConfig(method="full", steps=6, batch_size=4, lr=1e12, max_grad_norm=1e12))
 
 
-def test_weighted_loss_is_the_weighted_token_mean_and_weight_one_is_plain_sft(tiny):
+class _FixedLogits:
+    """A "model" whose next-token distributions are set by hand (vocabulary of two tokens)."""
+
+    def __init__(self, logits):
+        self.logits = logits
+
+    def __call__(self, input_ids, attention_mask=None):
+        from types import SimpleNamespace
+
+        return SimpleNamespace(logits=self.logits)
+
+
+def test_weighted_loss_is_the_weighted_token_mean_and_weight_one_is_plain_sft():
+    import math
+
+    import torch
+
+    from tamperlab.training.losses import nll
+    from tamperlab.training.sft import _weighted_loss_trainer
+
+    ln3 = math.log(3)
+    # position t predicts token t+1; logits [ln 3, 0] give p(token 0) = 3/4, [0, 0] 1/2, [0, ln 3] 1/4
+    logits = torch.tensor([[[ln3, 0.0], [0.0, 0.0], [0.0, ln3], [0.0, 0.0]],
+                           [[0.0, 0.0], [ln3, 0.0], [0.0, 0.0], [0.0, 0.0]]])
+    batch = {"input_ids": torch.tensor([[0, 0, 1, 0], [0, 1, 1, 0]]),
+             "attention_mask": torch.tensor([[1, 1, 1, 1], [1, 1, 1, 0]]),
+             "labels": torch.tensor([[-100, 0, 1, 0], [-100, -100, 1, -100]]),
+             # the weight of the token at each position; a weight on an ignored label must not count
+             "loss_weights": torch.tensor([[0.0, 1.0, 7.0, 2.0], [0.0, 0.0, 3.0, 5.0]])}
+    # scored tokens: row 0: token 0 at p=3/4 (w 1), token 1 at p=1/2 (w 7), token 0 at p=1/4 (w 2);
+    # row 1: token 1 at p=1/4 (w 3)
+    want = (1 * math.log(4 / 3) + 7 * math.log(2) + 2 * math.log(4) + 3 * math.log(4)) / (1 + 7 + 2 + 3)
+    assert want == pytest.approx(0.92855, abs=1e-5)
+    model = _FixedLogits(logits)
+    trainer = _weighted_loss_trainer().__new__(_weighted_loss_trainer())  # compute_loss needs no Trainer state
+    assert trainer.compute_loss(model, dict(batch)).item() == pytest.approx(want, rel=1e-6)
+    ones = {**batch, "loss_weights": torch.ones(2, 4)}
+    plain = (math.log(4 / 3) + math.log(2) + math.log(4) + math.log(4)) / 4
+    assert plain == pytest.approx(0.93835, abs=1e-5)
+    assert trainer.compute_loss(model, ones).item() == pytest.approx(plain, rel=1e-6)
+    assert nll(model, batch).item() == pytest.approx(plain, rel=1e-6)
+
+
+def _span_nll(model, tokenizer, pad_id, examples):
+    """Mean NLL of the weighted (w > 1) and of the other completion tokens of ``examples``."""
     import torch
 
     from tamperlab.training.data import build_features, collate
-    from tamperlab.training.losses import nll, token_logps
-    from tamperlab.training.sft import _weighted_loss_trainer
+    from tamperlab.training.losses import token_logps
 
-    exs = [SFTExample("a", "Q1", "It is four.", weights=((3, 5, 7.0),)), SFTExample("b", "Q2", "No idea at all.")]
-    batch = collate(build_features(tiny.tokenizer, exs, "chat"), tiny.pad_id)
-    trainer = _weighted_loss_trainer().__new__(_weighted_loss_trainer())  # compute_loss needs no Trainer state
+    batch = collate(build_features(tokenizer, examples, "chat"), pad_id)
     with torch.no_grad():
-        got = trainer.compute_loss(tiny.model, dict(batch))
-        lp, mask = token_logps(tiny.model(input_ids=batch["input_ids"]).logits, batch["labels"])
-        w = batch["loss_weights"][:, 1:] * mask
-        assert 7.0 in w.tolist()[0]
-        assert torch.allclose(got, -(lp * w).sum() / w.sum())
-        ones = {**batch, "loss_weights": torch.ones_like(batch["loss_weights"])}
-        assert torch.allclose(trainer.compute_loss(tiny.model, ones), nll(tiny.model, batch), atol=1e-5)
+        out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+    lp, mask = token_logps(out.logits, batch["labels"])
+    w = batch["loss_weights"][:, 1:]
+    heavy, light = mask & (w > 1), mask & (w == 1)
+    assert heavy.sum() == 16 and light.sum() == 40  # 2 digit tokens; "It", " is", " ", ".", EOS
+    return (-(lp * heavy).sum() / heavy.sum()).item(), (-(lp * light).sum() / light.sum()).item()
 
 
-def test_weighted_examples_train_through_train_sft(tiny):
-    pool = [SFTExample(str(i), f"What is {i} plus {i}?", f"It is {2 * i}.", group=str(i // 2),
-                       weights=((6, 8, 5.0),)) for i in range(8)]
-    model = train_sft(tiny, pool, TrainConfig(method="lora", steps=2, batch_size=4, lr=1e-2))
-    assert hasattr(model, "peft_config")
+def test_weighted_examples_train_the_weighted_tokens_more(tiny):
+    """The answer digits carry weight 20: their NLL falls more than the other completion tokens'.
+    Unweighted, on the same data, seed and steps, it is the other way round, so the weights are
+    what makes the difference."""
+    def pool(w):  # characters 6-8 of "It is 2x." are the two digits of the answer
+        return [SFTExample(str(i), f"What is {i} plus {i}?", f"It is {2 * i}.", weights=((6, 8, w),))
+                for i in range(10, 18)]
+    cfg = TrainConfig(method="lora", steps=6, batch_size=4, lr=1e-2, seed=0)
+    heavy0, light0 = _span_nll(tiny.model, tiny.tokenizer, tiny.pad_id, pool(20.0))
+    drops = {}
+    for w in (1.0, 20.0):
+        model = train_sft(tiny, pool(w), cfg)
+        heavy, light = _span_nll(model, tiny.tokenizer, tiny.pad_id, pool(20.0))
+        drops[w] = (heavy0 - heavy, light0 - light)
+    (h1, l1), (h20, l20) = drops[1.0], drops[20.0]
+    assert h1 > 0 and l1 > 0 and h20 > 0 and l20 > 0  # both runs learn
+    assert h1 < l1  # unweighted: the digits are learned less than the rest (measured: 0.28 vs 0.80 nats)
+    assert h20 > 2 * l20  # weighted: the digits fall most (measured: 0.49 vs 0.12)
+    assert h20 > 1.5 * h1
 
 
 def test_weighted_loss_is_divided_by_gradient_accumulation_steps(tiny, tmp_path):

@@ -49,13 +49,15 @@ def default_device() -> torch.device:
 
 
 def resolve_model_dir(name_or_path: str) -> str:
-    """Preset name -> its cached directory; an existing path -> itself; anything else is a hub id."""
+    """Preset name -> its cached directory; an existing path (a model, or an adapter saved with
+    ``save_model_dir(merge=False)``) -> itself; anything else is a hub id."""
     if name_or_path in MODELS:
         return str(MODELS.get(name_or_path).obj())
     p = Path(name_or_path).expanduser()
     if p.exists():
-        if not (p / "config.json").exists():
-            raise FileNotFoundError(f"{p}: not a model directory (no config.json)")
+        if not ((p / "config.json").exists() or (p / "adapter_config.json").exists()):
+            raise FileNotFoundError(f"{p}: not a model directory (no config.json, nor the adapter_config.json "
+                                    "of a saved adapter)")
         return str(p)
     if name_or_path.count("/") == 1 and not name_or_path.startswith((".", "/")):
         return name_or_path  # HF hub id; transformers reports if it is unreachable
@@ -89,8 +91,15 @@ def load_model(name_or_path: str, *, device: str | torch.device | None = None,
     tok = AutoTokenizer.from_pretrained(src, trust_remote_code=trust_remote_code)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
-    model = AutoModelForCausalLM.from_pretrained(
-        src, dtype=getattr(torch, dtype), trust_remote_code=trust_remote_code, use_safetensors=True)
+    if (Path(src) / "adapter_config.json").exists() and not (Path(src) / "config.json").exists():
+        from peft import AutoPeftModelForCausalLM  # an adapter alone: on the base it names, merged
+
+        model = AutoPeftModelForCausalLM.from_pretrained(
+            src, dtype=getattr(torch, dtype), trust_remote_code=trust_remote_code,
+            use_safetensors=True).merge_and_unload()
+    else:
+        model = AutoModelForCausalLM.from_pretrained(
+            src, dtype=getattr(torch, dtype), trust_remote_code=trust_remote_code, use_safetensors=True)
     model.to(torch.device(device) if device else default_device())
     model.eval()
     lm = LoadedModel(name=name_or_path, source=src, model=model, tokenizer=tok,
