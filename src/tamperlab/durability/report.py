@@ -127,6 +127,15 @@ def comparison_blocks(cfg, agg: list[dict]) -> list[tuple]:
             ("table", table)]
 
 
+def step_units(cfg) -> str:
+    """What one attack step is, per attack kind of the study (the ATTACKS entry says)."""
+    from ..attacks import ATTACKS
+
+    kinds = sorted({c.kind for c in cfg.cells_expanded()})
+    units = [ATTACKS.get(k).obj.step_unit for k in kinds]
+    return units[0] if len(units) == 1 else "; ".join(f"{k}: {u}" for k, u in zip(kinds, units))
+
+
 def build_blocks(cfg, rows: list[dict], out: Path, raw_config: dict) -> list[tuple]:
     agg = aggregate(rows)
     suite, metric = cfg.metric.split("/", 1)
@@ -136,7 +145,7 @@ def build_blocks(cfg, rows: list[dict], out: Path, raw_config: dict) -> list[tup
     blocks.append(("p", f"Headline metric {cfg.metric} ({worse_direction(suite, metric)} is worse), judge "
                         f"{first['judge'] if first else '?'}, split {first['split'] if first else '?'}, "
                         f"n={first['n'] if first else '?'} prompts per evaluation; seeds {seeds}; checkpoint steps "
-                        f"{cfg.steps}; prompt formats {cfg.formats}. Every number below is over the seeds: "
+                        f"{cfg.steps} (a step: {step_units(cfg)}); prompt formats {cfg.formats}. Every number below is over the seeds: "
                         "mean, min and max, and a 95% percentile-bootstrap interval of the mean."))
     blocks.append(("h2", "Verdicts"))
     for v in verdicts(cfg, agg):
