@@ -94,6 +94,108 @@ def test_llm_judge_over_loopback_http(server, monkeypatch, tmp_path):
     assert secret not in (tmp_path / "o.jsonl").read_text() + res.output
 
 
+class _StatusHandler(BaseHTTPRequestHandler):
+    """Answers each POST with the next planned HTTP status; error bodies echo the request's
+    Authorization header, as a careless proxy might, so any error text built from them leaks it."""
+    plan: list = []
+    seen: list = []
+
+    def do_POST(self):  # noqa: N802
+        self.rfile.read(int(self.headers["Content-Length"]))
+        auth = self.headers.get("Authorization")
+        type(self).seen.append(auth)
+        code = type(self).plan.pop(0)
+        body = {"choices": [{"message": {"content": GOOD}}]} if code == 200 else {"error": f"rejected {auth}"}
+        data = json.dumps(body).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *a):
+        pass
+
+
+SECRET = "sk-test-RETRY-SECRET-456"
+
+
+@pytest.fixture
+def flaky(monkeypatch):
+    """(backend on a loopback endpoint with a planned status sequence, the sleeps it asked for)."""
+    from types import SimpleNamespace
+
+    from tamperlab.judges import llm
+
+    httpd = HTTPServer(("127.0.0.1", 0), _StatusHandler)
+    t = threading.Thread(target=httpd.serve_forever, daemon=True)
+    t.start()
+    _StatusHandler.seen = []
+    sleeps = []
+    monkeypatch.setattr(llm, "time", SimpleNamespace(sleep=sleeps.append))  # back-off without waiting
+    backend = OpenAICompatibleBackend(f"http://127.0.0.1:{httpd.server_address[1]}/v1", "judge-model",
+                                      api_key=SECRET, timeout=10, retries=3)
+    yield backend, sleeps
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def _no_secret_in(err, caplog):
+    import traceback
+
+    text = "".join(traceback.format_exception(err)) + repr(err) + caplog.text
+    assert SECRET not in text and "Bearer" not in text
+
+
+def test_llm_judge_retries_429_and_5xx_then_succeeds(flaky, caplog):
+    backend, sleeps = flaky
+    _StatusHandler.plan = [429, 503, 200]
+    with caplog.at_level("DEBUG"):
+        assert backend.complete([[{"role": "user", "content": "grade"}]]) == [GOOD]
+    assert _StatusHandler.seen == [f"Bearer {SECRET}"] * 3  # two retries, each with the key
+    assert sleeps == [0.5, 1.0]  # exponential back-off between tries
+    assert SECRET not in caplog.text
+
+
+def test_llm_judge_gives_up_after_the_retry_limit(flaky, caplog):
+    backend, sleeps = flaky
+    _StatusHandler.plan = [500, 502, 504, 500, 200]
+    with caplog.at_level("DEBUG"), pytest.raises(RuntimeError) as err:
+        backend.complete([[{"role": "user", "content": "grade"}]])
+    assert str(err.value) == f"judge endpoint {backend.base_url} failed after 4 tries: HTTPError"
+    assert len(_StatusHandler.seen) == 4 and _StatusHandler.plan == [200]  # 1 try + 3 retries, then stop
+    assert sleeps == [0.5, 1.0, 2.0]  # no pointless wait after the last try
+    _no_secret_in(err.value, caplog)
+
+
+def test_llm_judge_does_not_retry_a_client_error(flaky, caplog):
+    backend, sleeps = flaky
+    _StatusHandler.plan = [400, 200]
+    with caplog.at_level("DEBUG"), pytest.raises(RuntimeError) as err:
+        backend.complete([[{"role": "user", "content": "grade"}]])
+    assert str(err.value) == f"judge endpoint {backend.base_url} answered HTTP 400"
+    assert len(_StatusHandler.seen) == 1 and sleeps == []
+    _no_secret_in(err.value, caplog)
+
+
+def test_llm_judge_retries_an_unreachable_endpoint(monkeypatch, caplog):
+    import socket
+    from types import SimpleNamespace
+
+    from tamperlab.judges import llm
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    sleeps = []
+    monkeypatch.setattr(llm, "time", SimpleNamespace(sleep=sleeps.append))
+    backend = OpenAICompatibleBackend(f"http://127.0.0.1:{port}/v1", "m", api_key=SECRET, timeout=5, retries=2)
+    with caplog.at_level("DEBUG"), pytest.raises(RuntimeError, match="failed after 3 tries: URLError") as err:
+        backend.complete([[{"role": "user", "content": "grade"}]])
+    assert sleeps == [0.5, 1.0]
+    _no_secret_in(err.value, caplog)
+
+
 def test_llm_judge_needs_endpoint(monkeypatch):
     for k in ("TAMPERLAB_JUDGE_BASE_URL", "OPENAI_BASE_URL", "TAMPERLAB_JUDGE_MODEL"):
         monkeypatch.delenv(k, raising=False)

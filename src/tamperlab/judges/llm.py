@@ -115,7 +115,8 @@ class OpenAICompatibleBackend:
                     raise RuntimeError(f"judge endpoint {self.base_url} answered HTTP {e.code}") from None
             except (urllib.error.URLError, TimeoutError, KeyError, IndexError, json.JSONDecodeError) as e:
                 last = e
-            time.sleep(min(2 ** attempt * 0.5, 8))
+            if attempt < self.retries:  # back off before the next try; none after the last
+                time.sleep(min(2 ** attempt * 0.5, 8))
         raise RuntimeError(f"judge endpoint {self.base_url} failed after {self.retries + 1} tries: "
                            f"{type(last).__name__}")
 
