@@ -12,7 +12,8 @@ one attack; it needs from an entry only:
 - ``describe(cfgs, steps)``: the threat model that a list of configs (a study's cells) covers, in
   words; verdicts quote it, and claim nothing beyond it.
 - ``step_unit``: what one step is ("optimizer step", "noise increment"), for reports.
-- ``label(cfg)``: a short cell label for tables and figure panels (optional).
+- ``label(cfg)``: a short cell label for tables and figure panels (optional; by default the kind and
+  the settings that differ from the config's defaults).
 - ``key(cfg)``: the attack's identity, seed and checkpoint steps excluded (optional; by default a hash
   of the config and the kind).
 """
@@ -35,8 +36,10 @@ def default_key(kind: str, cfg: Any) -> str:
 
 
 def default_label(kind: str, cfg: Any) -> str:
-    d = asdict(cfg)
-    shown = [f"{k}={v}" for k, v in d.items() if k not in ("seed", "checkpoint_steps")]
+    """The kind and the settings that differ from the config class's defaults."""
+    default = type(cfg)()
+    shown = [f"{f.name}={getattr(cfg, f.name)}" for f in fields(cfg)
+             if f.name not in ("seed", "checkpoint_steps", "steps") and getattr(cfg, f.name) != getattr(default, f.name)]
     return " ".join([kind] + shown)
 
 
