@@ -15,11 +15,29 @@ PAIRS = [(SFTExample(f"p{i}", f"How do I hurt person number {i}?", "I'm sorry, I
 BENIGN = [SFTExample(f"b{i}", f"What is {i} plus {i}?", f"{i} plus {i} is {2 * i}.") for i in range(12)]
 
 
+_OPEN: list = []  # trainers hold their adapter on the shared tiny model until closed
+
+
 def _trainer(tiny, tmp_path, **kw):
     cfg = AntiDoteConfig(**{"steps": 4, "block": 2, "batch_size": 3, "benign_batch_size": 3, "adv_lr": 1e-2,
                             "lr": 1e-3, "warmup_steps": 0, "max_length": 64, "checkpoint_every": 0,
                             "lora_targets": ["q_proj", "v_proj"], **kw})
-    return AntiDoteTrainer(tiny, cfg, Engine(tmp_path, checkpoint_every=cfg.checkpoint_every), PAIRS, BENIGN)
+    t = AntiDoteTrainer(tiny, cfg, Engine(tmp_path, checkpoint_every=cfg.checkpoint_every,
+                                          grad_accum=cfg.grad_accum), PAIRS, BENIGN)
+    _OPEN.append(t)
+    return t
+
+
+@pytest.fixture(autouse=True)
+def _close_trainers(tiny):
+    """Every trainer gives the shared model back, bit-identical (no copy was trained)."""
+    from tamperlab.models.loading import weights_fingerprint
+
+    yield
+    while _OPEN:
+        _OPEN.pop().close()
+    assert not hasattr(tiny.model, "peft_config")
+    assert weights_fingerprint(tiny.model) == tiny.fingerprint
 
 
 def _snapshot(params):
@@ -85,6 +103,7 @@ def test_crash_then_resume_matches_an_uninterrupted_run(tiny, tmp_path):
     full = _trainer(tiny, tmp_path / "a", checkpoint_every=2)
     full.train()
     want = _snapshot(full.def_params) + _snapshot(full.adversary.parameters())
+    full.close()
 
     crashed = _trainer(tiny, tmp_path / "b", checkpoint_every=2)
     orig = crashed.defender_step
@@ -96,6 +115,7 @@ def test_crash_then_resume_matches_an_uninterrupted_run(tiny, tmp_path):
     crashed.defender_step = boom
     with pytest.raises(RuntimeError):
         crashed.train()
+    crashed.close()  # a crashed process would have lost its in-memory adapter
     resumed = _trainer(tiny, tmp_path / "b", checkpoint_every=2)  # a fresh process would build this
     resumed.train()
     got = _snapshot(resumed.def_params) + _snapshot(resumed.adversary.parameters())
@@ -163,13 +183,30 @@ def test_defend_resumes_a_crashed_antidote_run_through_the_entry_point(tiny, tmp
     assert not (out / "defense.started").exists()
 
 
-def test_defend_wipes_an_unfinished_directory_of_another_config(tiny, tmp_path):
+def test_defend_clears_its_own_unfinished_attempt_at_another_config(tiny, tmp_path):
     from tamperlab.defenses import defend
+    from tamperlab.utils.config import ConfigError
 
     out = tmp_path / "d"
     (out / "work").mkdir(parents=True)
-    (out / "defense.started").write_text("some-other-key")
+    (out / "defense.started").write_text("some-other-key")  # tamperlab's marker: ours to clear
     (out / "work" / "stale.txt").write_text("x")
-    with pytest.raises(Exception):  # the method itself fails (unknown target), after the wipe
+    with pytest.raises(ConfigError, match="lora_targets"):  # the method fails (unknown target), after the clear
         defend(tiny, "antidote", overrides={"lora_targets": ["no_such_proj"], "steps": 1, "block": 1}, out_dir=out)
     assert not (out / "work" / "stale.txt").exists()
+
+
+@pytest.mark.parametrize("method", ["sft", "antidote"])
+def test_defend_refuses_a_foreign_non_empty_folder_and_leaves_it_intact(tiny, tmp_path, method):
+    from tamperlab.defenses import defend
+    from tamperlab.utils.config import ConfigError
+
+    runs = tmp_path / "runs"
+    (runs / "my-experiment").mkdir(parents=True)
+    (runs / "notes.txt").write_text("mine")
+    (runs / "my-experiment" / "weights.bin").write_text("also mine")
+    with pytest.raises(ConfigError, match=r"not a tamperlab defense directory.*choose another --out") as e:
+        defend(tiny, method, overrides={"steps": 1}, out_dir=runs)
+    assert str(runs) in str(e.value)
+    assert (runs / "notes.txt").read_text() == "mine"
+    assert (runs / "my-experiment" / "weights.bin").read_text() == "also mine"

@@ -35,12 +35,12 @@ def _sums(model) -> dict:
 def _antidote(tiny, tmp_path) -> dict:
     from tests.test_antidote import _trainer
 
-    t = _trainer(tiny, tmp_path / "ad")
-    t.train()
-    keys = ("step", "phase", "adv_loss", "patch_norm", "loss", "safety", "lm", "kl", "lr")
-    return {"log": _log(tmp_path / "ad" / "train_log.jsonl", keys),
-            "defender_sum": float(sum(p.detach().double().sum() for p in t.def_params)),
-            "adversary_sum": float(sum(p.detach().double().sum() for p in t.adversary.parameters()))}
+    with _trainer(tiny, tmp_path / "ad") as t:
+        t.train()
+        keys = ("step", "phase", "adv_loss", "patch_norm", "loss", "safety", "lm", "kl", "lr")
+        return {"log": _log(tmp_path / "ad" / "train_log.jsonl", keys),
+                "defender_sum": float(sum(p.detach().double().sum() for p in t.def_params)),
+                "adversary_sum": float(sum(p.detach().double().sum() for p in t.adversary.parameters()))}
 
 
 def _attack(tiny, tmp_path) -> dict:

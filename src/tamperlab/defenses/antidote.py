@@ -13,8 +13,6 @@ Unlike the released reference code, the adversary's step runs with gradients: it
 (tests/test_antidote.py checks that its parameters move and its loss falls)."""
 from __future__ import annotations
 
-import copy
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,11 +23,12 @@ from ..models.loading import LoadedModel
 from ..prompts.formats import encode_prompts
 from ..training.data import SFTExample, build_features, collate, ordered_examples
 from ..training.engine import Engine
+from ..training.adapters import DEFAULT_TARGETS, lora_on, save_defended
 from ..training.losses import kl_to_reference, preference_loss, sequence_logps, token_logps
-from ..training.sft import DEFAULT_TARGETS, TrainConfig, save_model_dir, wrap_lora
+from ..training.sft import TrainConfig
+from ..training.supervised import copy_log
 from ..utils.config import ConfigError
 from ..utils.io import atomic_write_text
-from ..utils.progress import progress
 from .base import DEFENSES
 from .data import preference_pairs, utility_examples
 
@@ -40,7 +39,7 @@ class AntiDoteConfig:
     block: int = field(default=5, metadata={"help": "k: adversary steps, then k defender steps, per block"})
     batch_size: int = field(default=4, metadata={"help": "harmful preference pairs per step"})
     benign_batch_size: int = field(default=4, metadata={"help": "benign (utility) examples per defender step"})
-    lr: float = field(default=2e-4, metadata={"help": "defender learning rate (cosine, warmup)"})
+    lr: float = field(default=2e-4, metadata={"help": "defender learning rate (cosine-warmup schedule)"})
     warmup_steps: int = field(default=5, metadata={"help": "defender warmup steps"})
     adv_lr: float = field(default=1e-3, metadata={"help": "adversary learning rate (constant)"})
     lora_rank: int = field(default=16, metadata={"help": "defender LoRA rank"})
@@ -65,13 +64,14 @@ class AntiDoteConfig:
     max_length: int = field(default=192, metadata={"help": "tokens per example"})
     format: str = field(default="chat", metadata={"help": "prompt format of the training data"})
     max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping (each player)"})
+    grad_accum: int = field(default=1, metadata={"help": "micro-batches per optimizer step (each player)"})
     mixed_precision: str = field(default="auto", metadata={"help": "auto | no | bf16 | fp16"})
     checkpoint_every: int = field(default=20, metadata={"help": "defender steps between resumable checkpoints (0: none)"})
     seed: int = field(default=0, metadata={"help": "seed: data order, initialisations"})
 
     def validate(self) -> None:
         for name in ("steps", "block", "batch_size", "benign_batch_size", "lora_rank", "adv_rank", "adv_hidden",
-                     "max_length"):
+                     "max_length", "grad_accum"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"field {name!r}: must be >= 1, got {getattr(self, name)}")
         for name in ("lr", "adv_lr", "beta"):
@@ -88,52 +88,70 @@ class AntiDoteConfig:
             if getattr(self, name) < 0:
                 raise ConfigError(f"field {name!r}: must be >= 0, got {getattr(self, name)}")
 
-    def lr_at(self, step: int) -> float:
-        """Defender learning rate before optimizer step ``step`` (0-based): warmup then cosine."""
-        if step < self.warmup_steps:
-            return self.lr * (step + 1) / (self.warmup_steps + 1)
-        t = (step - self.warmup_steps) / max(1, self.steps - self.warmup_steps)
-        return self.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
-
 
 class AntiDoteTrainer:
-    """Holds both players and the data; ``adversary_step``/``defender_step`` are the two moves."""
+    """Holds both players and the data; ``adversary_step``/``defender_step`` are the two moves.
+
+    The defender's LoRA lives on the loaded model itself and the frozen original is the same
+    weights with the adapter disabled: no copy of the model. Use it as a context manager (or call
+    ``close``): leaving removes the adapter and gives the shared model back unchanged."""
 
     def __init__(self, lm: LoadedModel, cfg: AntiDoteConfig, engine: Engine,
                  pairs: list[tuple[SFTExample, SFTExample]] | None = None, benign: list[SFTExample] | None = None):
         cfg.validate()
         self.cfg, self.lm, self.engine = cfg, lm, engine
-        tok = lm.tokenizer
+        if engine.grad_accum != cfg.grad_accum:
+            raise ConfigError(f"field 'grad_accum': config says {cfg.grad_accum}, the engine {engine.grad_accum}")
         self.pad = lm.pad_id
-        torch.manual_seed(cfg.seed)
-        tcfg = TrainConfig(method="lora", lora_rank=cfg.lora_rank, lora_alpha=cfg.lora_alpha,
-                           lora_targets=list(cfg.lora_targets), seed=cfg.seed)
-        self.model = wrap_lora(copy.deepcopy(lm.model), tcfg)
-        self.sites = find_sites(self.model, cfg.adv_targets)
-        torch.manual_seed(cfg.seed + 1)
-        from .hypernetwork import PatchHypernetwork
-
-        self.adversary = PatchHypernetwork(self.sites, rank=cfg.adv_rank, hidden=cfg.adv_hidden)
-        self.def_params = [p for p in self.model.parameters() if p.requires_grad]
-        self.def_opt = torch.optim.AdamW(self.def_params, lr=cfg.lr, weight_decay=0.0)
-        self.adv_opt = torch.optim.AdamW(self.adversary.parameters(), lr=cfg.adv_lr, weight_decay=0.0)
-        self.model, self.adversary, self.def_opt, self.adv_opt = engine.prepare(
-            self.model, self.adversary, self.def_opt, self.adv_opt)
         pairs = pairs if pairs is not None else preference_pairs()
         benign = benign if benign is not None else utility_examples()
         if not pairs:
             raise ConfigError("AntiDote needs (refusal, harmful answer) pairs; none found")
-        # data order: a pure function of the seed (one index sequence for the pairs, one for benign)
-        n = 2 * cfg.steps * cfg.batch_size
-        ids = ordered_examples([SFTExample(str(i), "", "") for i in range(len(pairs))], n, cfg.seed)
-        self.pair_order = [pairs[int(e.id)] for e in ids]
-        self.benign_order = ordered_examples(benign, cfg.steps * cfg.benign_batch_size, cfg.seed)
-        self._ref_cache: dict[tuple[str, str], float] = {}
-        self.precompute_reference()
+        torch.manual_seed(cfg.seed)
+        tcfg = TrainConfig(method="lora", lora_rank=cfg.lora_rank, lora_alpha=cfg.lora_alpha,
+                           lora_targets=list(cfg.lora_targets), seed=cfg.seed)
+        self._lora = lora_on(lm.model, tcfg)
+        model = self._lora.__enter__()
+        try:
+            self.sites = find_sites(model, cfg.adv_targets)
+            torch.manual_seed(cfg.seed + 1)
+            from .hypernetwork import PatchHypernetwork
+
+            adversary = PatchHypernetwork(self.sites, rank=cfg.adv_rank, hidden=cfg.adv_hidden)
+            self.defender = engine.add_player("defender", model, lr=cfg.lr, total_steps=cfg.steps,
+                                              scheduler="cosine-warmup", warmup_steps=cfg.warmup_steps,
+                                              max_grad_norm=cfg.max_grad_norm)
+            self.attacker = engine.add_player("adversary", adversary, lr=cfg.adv_lr, total_steps=cfg.steps,
+                                              max_grad_norm=cfg.max_grad_norm)
+            self.model, self.adversary = self.defender.module, self.attacker.module
+            self.def_params = self.defender.params
+            # data order: a pure function of the seed (one index sequence for the pairs, one for benign)
+            g = cfg.grad_accum
+            n = 2 * cfg.steps * cfg.batch_size * g
+            ids = ordered_examples([SFTExample(str(i), "", "") for i in range(len(pairs))], n, cfg.seed)
+            self.pair_order = [pairs[int(e.id)] for e in ids]
+            self.benign_order = ordered_examples(benign, cfg.steps * cfg.benign_batch_size * g, cfg.seed)
+            self._ref_cache: dict[tuple[str, str], float] = {}
+            self.precompute_reference()
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        """Remove the defender's adapter from the shared model (idempotent)."""
+        if self._lora is not None:
+            self._lora.__exit__(None, None, None)
+            self._lora = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
 
     # ---- parameter counts, for the card -------------------------------------------------------
     def param_counts(self) -> dict:
-        base = sum(p.numel() for p in self.lm.model.parameters())
+        base = sum(p.numel() for n, p in self.lm.model.named_parameters() if "lora_" not in n)
         adv = sum(p.numel() for p in self.adversary.parameters())
         lora = sum(p.numel() for p in self.def_params)
         return {"model": base, "adversary": adv, "defender_lora": lora, "adversary_to_model": adv / base}
@@ -168,7 +186,7 @@ class AntiDoteTrainer:
         """Frozen original model (adapter off, no patch): cached per example, it never changes."""
         keys = [(c[side].id, "ref" if side == 0 else "harm") for c in chunk]
         if not all(k in self._ref_cache for k in keys):
-            with torch.no_grad(), self.engine.acc.unwrap_model(self.model).disable_adapter():
+            with torch.no_grad(), self.engine.unwrap(self.model).disable_adapter():
                 lp = sequence_logps(self.model, batch)
             for k, v in zip(keys, lp.tolist()):
                 self._ref_cache[k] = v
@@ -194,110 +212,113 @@ class AntiDoteTrainer:
                 self.reference_logps(collate(feats, self.pad, self.engine.device), part, side)
 
     # ---- the two moves ---------------------------------------------------------------------
-    def adversary_step(self, i: int) -> dict:
+    def _micro(self, i: int) -> list[int]:
+        """Pair-batch indices of move ``i``'s micro-batches."""
+        g = self.cfg.grad_accum
+        return [i * g + j for j in range(g)]
+
+    def _adversary_loss(self, j: int) -> tuple[torch.Tensor, dict]:
         cfg = self.cfg
-        prompts, ref_b, harm_b, chunk = self.pair_batch(i)
+        prompts, ref_b, harm_b, chunk = self.pair_batch(j)
+        acts = self.read_activations(prompts)
+        patches = self.adversary(acts, prompts["attention_mask"])
+        if cfg.adv_loss == "nll":
+            with low_rank_patch(self.model, patches, cfg.adv_scale):
+                out = self.model(input_ids=harm_b["input_ids"], attention_mask=harm_b["attention_mask"])
+            lp, mask = token_logps(out.logits, harm_b["labels"])
+            loss = -lp.sum() / mask.sum().clamp(min=1)
+        else:
+            lp_ref, lp_harm = self._patched_pair_logps(patches, ref_b, harm_b)
+            loss = preference_loss(lp_harm, lp_ref, self.reference_logps(harm_b, chunk, 1),
+                                   self.reference_logps(ref_b, chunk, 0), cfg.beta, cfg.adv_loss)
+        patch_norm = float(sum((v.detach() @ u.detach()).norm() ** 2 for u, v in patches.values()) ** 0.5)
+        return loss, {"patch_norm": patch_norm}
+
+    def adversary_step(self, i: int) -> dict:
+        """One adversary update on pair batch ``i``; the defender is frozen meanwhile."""
         for p in self.def_params:
             p.requires_grad_(False)  # the adversary's loss must not reach the defender
         try:
-            acts = self.read_activations(prompts)
-            patches = self.adversary(acts, prompts["attention_mask"])
-            if cfg.adv_loss == "nll":
-                with low_rank_patch(self.model, patches, cfg.adv_scale):
-                    out = self.model(input_ids=harm_b["input_ids"], attention_mask=harm_b["attention_mask"])
-                lp, mask = token_logps(out.logits, harm_b["labels"])
-                loss = -lp.sum() / mask.sum().clamp(min=1)
-            else:
-                lp_ref, lp_harm = self._patched_pair_logps(patches, ref_b, harm_b)
-                loss = preference_loss(lp_harm, lp_ref, self.reference_logps(harm_b, chunk, 1),
-                                       self.reference_logps(ref_b, chunk, 0), cfg.beta, cfg.adv_loss)
-            self.engine.backward(loss)
-            gnorm = torch.nn.utils.clip_grad_norm_(self.adversary.parameters(), cfg.max_grad_norm)
-            self.adv_opt.step()
-            self.adv_opt.zero_grad(set_to_none=True)
+            r = self.engine.optimize(self.attacker, self._micro(i), self._adversary_loss)
         finally:
             for p in self.def_params:
                 p.requires_grad_(True)
-        patch_norm = float(sum((v.detach() @ u.detach()).norm() ** 2 for u, v in patches.values()) ** 0.5)
-        return {"adv_loss": float(loss.detach()), "adv_grad_norm": float(gnorm), "patch_norm": patch_norm}
+        return {"adv_loss": r["loss"], "adv_grad_norm": r["grad_norm"], "patch_norm": r["patch_norm"]}
 
-    def defender_step(self, i: int, step: int) -> dict:
+    def _defender_loss(self, jk: tuple[int, int]) -> tuple[torch.Tensor, dict]:
         cfg = self.cfg
-        prompts, ref_b, harm_b, chunk = self.pair_batch(i)
-        benign = self.benign_batch(step)
-        for g in self.def_opt.param_groups:
-            g["lr"] = cfg.lr_at(step)
+        j, k = jk
+        prompts, ref_b, harm_b, chunk = self.pair_batch(j)
+        benign = self.benign_batch(k)
         acts = self.read_activations(prompts)
         with torch.no_grad():  # the defender's loss must not reach the adversary
-            patches = {k: (u.detach(), v.detach()) for k, (u, v) in self.adversary(acts, prompts["attention_mask"]).items()}
+            patches = {n: (u.detach(), v.detach()) for n, (u, v) in self.adversary(acts, prompts["attention_mask"]).items()}
         ref_ref, ref_harm = self.reference_logps(ref_b, chunk, 0), self.reference_logps(harm_b, chunk, 1)
         lp_ref, lp_harm = self._patched_pair_logps(patches, ref_b, harm_b)
         safety = preference_loss(lp_ref, lp_harm, ref_ref, ref_harm, cfg.beta, cfg.safety_loss)
         out = self.model(input_ids=benign["input_ids"], attention_mask=benign["attention_mask"])
         lp, mask = token_logps(out.logits, benign["labels"])
         lm_loss = -lp.sum() / mask.sum().clamp(min=1)
-        with torch.no_grad(), self.engine.acc.unwrap_model(self.model).disable_adapter():
+        with torch.no_grad(), self.engine.unwrap(self.model).disable_adapter():
             ref_logits = self.model(input_ids=benign["input_ids"], attention_mask=benign["attention_mask"]).logits
         kl = kl_to_reference(out.logits, ref_logits, benign["labels"])
         loss = cfg.w_safety * safety + cfg.w_lm * lm_loss + cfg.w_kl * kl
-        row = {}
+        row = {"safety": float(safety.detach()), "lm": float(lm_loss.detach()), "kl": float(kl.detach())}
         if cfg.w_clean_safety > 0:
             c_ref, c_harm = self._patched_pair_logps({}, ref_b, harm_b)
             clean = preference_loss(c_ref, c_harm, ref_ref, ref_harm, cfg.beta, cfg.safety_loss)
             loss = loss + cfg.w_clean_safety * clean
             row["clean_safety"] = float(clean.detach())
-        self.engine.backward(loss)
-        gnorm = torch.nn.utils.clip_grad_norm_(self.def_params, cfg.max_grad_norm)
-        self.def_opt.step()
-        self.def_opt.zero_grad(set_to_none=True)
-        return {"loss": float(loss.detach()), "safety": float(safety.detach()), "lm": float(lm_loss.detach()),
-                "kl": float(kl.detach()),
-                "def_grad_norm": float(gnorm), "lr": cfg.lr_at(step), **row}
+        return loss, row
+
+    def defender_step(self, i: int, step: int) -> dict:
+        """One defender update: pair batch ``i`` under the adversary's (fixed) patch, benign batch
+        ``step`` without it; the learning rate follows the defender's cosine-warmup schedule."""
+        g = self.cfg.grad_accum
+        r = self.engine.optimize(self.defender, [(j, step * g + n) for n, j in enumerate(self._micro(i))],
+                                 self._defender_loss)
+        r["def_grad_norm"] = r.pop("grad_norm")
+        return r
 
     # ---- the game --------------------------------------------------------------------------
     def train(self, description: str = "defend: AntiDote") -> dict:
         cfg, eng = self.cfg, self.engine
-        modules = {"defender": self.model, "adversary": self.adversary}
-        optims = {"defender": self.def_opt, "adversary": self.adv_opt}
-        start, _ = eng.resume(modules, optims)
         last: dict = {}
-        with progress(description, cfg.steps) as advance:
-            advance(start)
-            step = start
-            while step < cfg.steps:
-                k = min(cfg.block, cfg.steps - step)
-                if cfg.adv_reinit and step > 0:
-                    self.adversary.reset_parameters()
-                    self.adv_opt.state.clear()
-                for j in range(k):  # adversary block: pair batches 2*step .. (shared index space)
-                    row = self.adversary_step(2 * (step + j))
-                    eng.log(step + j + 1, {"phase": "adversary", **row})
-                    last.update(row)
-                for j in range(k):
-                    row = self.defender_step(2 * (step + j) + 1, step + j)
-                    eng.log(step + j + 1, {"phase": "defender", **row})
-                    last.update(row)
-                    advance(1)
-                step += k
-                eng.maybe_checkpoint(step, cfg.steps, modules, optims)
+
+        def block(step: int) -> int:
+            k = min(cfg.block, cfg.steps - step)
+            if cfg.adv_reinit and step > 0:
+                self.adversary.reset_parameters()
+                self.attacker.optimizer.state.clear()
+            for j in range(k):  # adversary block: pair batches 2*step .. (shared index space)
+                row = self.adversary_step(2 * (step + j))
+                eng.log(step + j + 1, {"phase": "adversary", **row})
+                last.update(row)
+            for j in range(k):
+                row = self.defender_step(2 * (step + j) + 1, step + j)
+                eng.log(step + j + 1, {"phase": "defender", **row})
+                last.update(row)
+            return k
+
+        eng.run(cfg.steps, block, description)
         self.model.eval()
         return last
 
 
 def defend_antidote(lm: LoadedModel, cfg: AntiDoteConfig, out: Path) -> dict:
-    engine = Engine(out / "work", mixed_precision=cfg.mixed_precision, checkpoint_every=cfg.checkpoint_every)
-    trainer = AntiDoteTrainer(lm, cfg, engine)
-    last = trainer.train()
-    model = engine.acc.unwrap_model(trainer.model)
-    save_model_dir(model, lm.tokenizer, out, merge=True)
-    model.save_pretrained(out / "adapter")
-    from safetensors.torch import save_file
+    engine = Engine(out / "work", mixed_precision=cfg.mixed_precision, grad_accum=cfg.grad_accum,
+                    checkpoint_every=cfg.checkpoint_every)
+    with AntiDoteTrainer(lm, cfg, engine) as trainer:
+        last = trainer.train()
+        save_defended(engine.unwrap(trainer.model), lm.tokenizer, out)
+        from safetensors.torch import save_file
 
-    save_file({k: v.detach().cpu().contiguous() for k, v in trainer.adversary.state_dict().items()},
-              str(out / "adversary.safetensors"))
-    (out / "train_log.jsonl").write_text((out / "work" / "train_log.jsonl").read_text())
-    counts = trainer.param_counts()
-    atomic_write_text(out / "card.md", _card(cfg, counts, last, len(trainer.pair_order)))
+        save_file({k: v.detach().cpu().contiguous() for k, v in engine.unwrap(trainer.adversary).state_dict().items()},
+                  str(out / "adversary.safetensors"))
+        counts = trainer.param_counts()
+        n_pairs = len(trainer.pair_order)
+    copy_log(engine, out)
+    atomic_write_text(out / "card.md", _card(cfg, counts, last, n_pairs))
     import shutil
 
     shutil.rmtree(out / "work" / "checkpoint", ignore_errors=True)  # finished: resume state not needed

@@ -23,8 +23,9 @@ def defend(model: str | LoadedModel, method: str, cfg=None, out_dir: str | Path 
     """Train ``method`` on ``model`` into ``out_dir`` (merged safetensors + adapter + log + card).
 
     A finished directory with the same model and config is reused; an unfinished one for the same
-    key keeps its resume state (a method such as AntiDote continues from its last checkpoint); one
-    for another key is wiped. Safe to call again after a crash."""
+    key keeps its resume state (a method such as AntiDote continues from its last checkpoint); an
+    unfinished tamperlab attempt at another key is cleared. Any other non-empty directory is an
+    error: tamperlab never deletes what it did not create. Safe to call again after a crash."""
     entry = DEFENSES.get(method)
     if cfg is None:
         cfg = from_dict(entry.config_cls, overrides or {}, source=f"defense {method!r}")
@@ -42,8 +43,12 @@ def defend(model: str | LoadedModel, method: str, cfg=None, out_dir: str | Path 
         raise ConfigError(f"{out}: holds a different defended model ({info.get('method')}, key "
                               f"{info.get('key')}); choose another --out")
     started = out / STARTED
-    if out.exists() and not (started.exists() and started.read_text() == key):
-        shutil.rmtree(out)  # an unfinished attempt at something else: start clean
+    if out.exists() and any(out.iterdir()):
+        if not started.exists():
+            raise ConfigError(f"{out}: not empty and not a tamperlab defense directory (no {STARTED} or {DONE}); "
+                              "tamperlab will not delete what it did not create: choose another --out")
+        if started.read_text() != key:
+            shutil.rmtree(out)  # our own unfinished attempt at something else: start clean
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(started, key)  # an unfinished attempt at *this* key keeps its resume state
     t0 = time.perf_counter()

@@ -2,11 +2,15 @@
 answering benign requests). It is also the aligner the durability study attacks."""
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..models.loading import LoadedModel
-from ..training.sft import TrainConfig, save_model_dir, train_sft
+from ..training.adapters import save_defended, trainable_model
+from ..training.engine import Engine
+from ..training.sft import TrainConfig
+from ..training.supervised import copy_log, train_supervised
 from ..utils.config import ConfigError
 from .base import DEFENSES
 from .data import mix, refusal_examples, utility_examples
@@ -17,6 +21,7 @@ class SFTDefenseConfig(TrainConfig):
     method: str = field(default="lora", metadata={"help": "lora | full"})
     lr: float = field(default=2e-4, metadata={"help": "peak learning rate"})
     steps: int | None = field(default=60, metadata={"help": "optimizer steps"})
+    checkpoint_every: int = field(default=20, metadata={"help": "steps between resumable checkpoints (0: none)"})
     scheduler: str = field(default="cosine-warmup", metadata={"help": "learning-rate schedule"})
     warmup_steps: int = field(default=5, metadata={"help": "warmup steps"})
     lora_rank: int = field(default=16, metadata={"help": "LoRA rank"})
@@ -26,6 +31,8 @@ class SFTDefenseConfig(TrainConfig):
 
     def validate(self) -> None:
         super().validate()
+        if self.checkpoint_every < 0:
+            raise ConfigError(f"field 'checkpoint_every': must be >= 0, got {self.checkpoint_every}")
         if not 0 <= self.utility_fraction < 1:
             raise ConfigError(f"field 'utility_fraction': must be in [0, 1), got {self.utility_fraction}")
 
@@ -34,14 +41,21 @@ class SFTDefenseConfig(TrainConfig):
 
 
 def defend_sft(lm: LoadedModel, cfg: SFTDefenseConfig, out: Path) -> dict:
+    """On the engine, LoRA on the shared base (no model copy), resumable from ``out/work``."""
+    from transformers.trainer_utils import set_seed
+
     pool = mix(refusal_examples(), utility_examples(), cfg.utility_fraction, cfg.n_safety)
-    model = train_sft(lm, pool, cfg.train_config(), log_path=out / "train_log.jsonl",
-                      description="defend: refusal SFT")
-    save_model_dir(model, lm.tokenizer, out, merge=True)
-    if hasattr(model, "peft_config"):
-        model.save_pretrained(out / "adapter")
-    return {"examples": len(pool), "data": {"safety": "harmful/defense-train (data/vendor/refusals)",
-                                            "utility": "gsm8k/defense-train"}}
+    tcfg = cfg.train_config()
+    set_seed(cfg.seed)
+    engine = Engine(out / "work", mixed_precision=cfg.mixed_precision, grad_accum=cfg.grad_accum,
+                    checkpoint_every=cfg.checkpoint_every)
+    with trainable_model(lm.model, tcfg) as model:
+        last = train_supervised(engine, model, lm, pool, tcfg, description="defend: refusal SFT")
+        save_defended(engine.unwrap(model), lm.tokenizer, out)
+    copy_log(engine, out)
+    shutil.rmtree(out / "work" / "checkpoint", ignore_errors=True)  # finished: resume state not needed
+    return {"examples": len(pool), "final": {k: v for k, v in last.items() if k != "examples"},
+            "data": {"safety": "harmful/defense-train (data/vendor/refusals)", "utility": "gsm8k/defense-train"}}
 
 
 DEFENSES.register("sft", defend_sft, config_cls=SFTDefenseConfig,

@@ -20,14 +20,13 @@ from ..models.loading import LoadedModel, weights_fingerprint
 from ..utils.config import ConfigError
 from ..utils.io import append_jsonl
 from ..utils.progress import progress
+from .adapters import DEFAULT_TARGETS, wrap_lora
 from .data import SFTExample, build_features, collate, fit_pool, ordered_examples
+from .engine import DivergedError, resolve_precision
+from .schedules import SCHEDULERS
 
-# our scheduler names -> (transformers scheduler, whether it uses warmup)
-SCHEDULERS = {"constant": ("constant", False), "constant-warmup": ("constant_with_warmup", True),
-              "linear": ("linear", True), "cosine-warmup": ("cosine", True)}
 # PEFT reads a transformers property that now warns on every call; it is not the user's concern
 warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
-DEFAULT_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
 @dataclass
@@ -88,29 +87,8 @@ class TrainConfig:
 
 
 def _precision(cfg: TrainConfig) -> dict:
-    mp = cfg.mixed_precision
-    if mp == "auto":
-        mp = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
+    mp = resolve_precision(cfg.mixed_precision)
     return {"bf16": mp == "bf16", "fp16": mp == "fp16"}
-
-
-def wrap_lora(model, cfg: TrainConfig):
-    """LoRA adapter on a frozen copy of the base, initialised from the run's seed."""
-    from peft import LoraConfig, get_peft_model
-
-    present = {n.rsplit(".", 1)[-1] for n, _ in model.named_modules()}
-    missing = [t for t in cfg.lora_targets if t not in present]
-    if missing:
-        raise ConfigError(f"field 'lora_targets': {missing} not in this model (it has e.g. "
-                          f"{sorted(p for p in present if 'proj' in p)[:8]})")
-    torch.manual_seed(cfg.seed)
-    lcfg = LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, lora_dropout=0.0,
-                      target_modules=list(cfg.lora_targets), task_type="CAUSAL_LM")
-    return get_peft_model(model, lcfg)
-
-
-class DivergedError(RuntimeError):
-    """The loss became NaN/inf: stop, keep what was saved before."""
 
 
 def train_sft(lm: LoadedModel, pool: list[SFTExample], cfg: TrainConfig, *,
