@@ -8,7 +8,8 @@ same way, take ``--warmup`` untimed steps, then time ``--steps`` steps. SFT step
 refusals of the harmful batch + NLL of the benign batch, backward, optimizer step. AntiDote step =
 adversary_step + defender_step (activation read, patched DPO both ways, benign LM + KL).
 AntiDote computes the frozen reference's log-probs of every preference pair once at set-up (printed
-separately). Last line: ``ratio: X`` = AntiDote seconds per step / SFT seconds per step (target <= 3)."""
+separately). Peak memory includes the loaded model: since the one-engine refactor the defender's
+LoRA sits on that model (reference = adapter disabled) instead of on a deep copy of it. Last line: ``ratio: X`` = AntiDote seconds per step / SFT seconds per step (target <= 3)."""
 from __future__ import annotations
 
 import argparse
@@ -38,17 +39,14 @@ def arm(name: str, model: str, steps: int, warmup: int, batch: int) -> dict:
         t = AntiDoteTrainer(lm, cfg, Engine(tmp, checkpoint_every=0))  # includes the one-time reference pass
         setup = time.perf_counter() - t0
         if name == "sft":
-            opt = t.def_opt
+            from tamperlab.training.losses import nll
 
-            def step(i: int) -> None:
-                from tamperlab.training.losses import nll
-
+            def sft_loss(i: int):
                 _, ref_b, _, _ = t.pair_batch(2 * i + 1)
-                loss = nll(t.model, ref_b) + nll(t.model, t.benign_batch(i))
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(t.def_params, 1.0)
-                opt.step()
-                opt.zero_grad(set_to_none=True)
+                return nll(t.model, ref_b) + nll(t.model, t.benign_batch(i)), {}
+
+            def step(i: int) -> None:  # the defender's optimizer, on the same engine
+                t.engine.optimize(t.defender, [i], sft_loss)
         else:
             def step(i: int) -> None:
                 t.adversary_step(2 * i)
@@ -59,11 +57,13 @@ def arm(name: str, model: str, steps: int, warmup: int, batch: int) -> dict:
         for i in range(warmup, warmup + steps):
             step(i)
         sec = (time.perf_counter() - t0) / steps
+        counts = t.param_counts()
+        t.close()
     peak = (torch.cuda.max_memory_allocated() if torch.cuda.is_available()
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
     return {"arm": name, "seconds_per_step": sec, "setup_seconds": setup, "peak_bytes": peak,
             "peak_kind": "cuda max allocated" if torch.cuda.is_available() else "process max RSS",
-            "params": t.param_counts()}
+            "params": counts}
 
 
 def main() -> None:

@@ -7,7 +7,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from ..models.loading import LoadedModel, load_model
+from ..models.loading import LoadedModel, load_model, resolve_dtype
 from ..utils.config import ConfigError, from_dict
 from ..utils.hashing import stable_hash
 from ..utils.io import atomic_write_json, atomic_write_text
@@ -19,7 +19,7 @@ STARTED = "defense.started"  # the key of an attempt in progress (its resume sta
 
 
 def defend(model: str | LoadedModel, method: str, cfg=None, out_dir: str | Path = "runs/defended",
-           overrides: dict | None = None) -> Path:
+           overrides: dict | None = None, dtype: str = "float32") -> Path:
     """Train ``method`` on ``model`` into ``out_dir`` (merged safetensors + adapter + log + card).
 
     A finished directory with the same model and config is reused; an unfinished one for the same
@@ -30,7 +30,11 @@ def defend(model: str | LoadedModel, method: str, cfg=None, out_dir: str | Path 
     if cfg is None:
         cfg = from_dict(entry.config_cls, overrides or {}, source=f"defense {method!r}")
     cfg.validate()
-    lm = load_model(model) if isinstance(model, str) else model
+    try:
+        resolve_dtype(dtype)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    lm = load_model(model, dtype=dtype) if isinstance(model, str) else model
     out = Path(out_dir)
     from .data import data_fingerprint
 
