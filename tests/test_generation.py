@@ -44,6 +44,37 @@ def test_seeded_sampling_is_reproducible(tiny):
     assert other != a
 
 
+def test_sampled_generations_are_cached_per_sampling_params(tiny, tmp_path, monkeypatch):
+    """A seeded sample is reproducible, so it may be cached; but the key must hold every parameter
+    the sample depends on (seed, temperature, top_p, batch size), or another setting would be
+    answered with this one's samples."""
+    from dataclasses import replace
+
+    cfg = GenerationConfig(max_new_tokens=8, do_sample=True, seed=3, batch_size=4)
+    cache = GenerationCache(tiny.fingerprint, root=tmp_path)
+    first = generate(tiny, PROMPTS, "chat", cfg, cache)
+    assert generate(tiny, PROMPTS, "chat", cfg) == first  # what is cached is what a fresh run draws
+    seed4 = generate(tiny, PROMPTS, "chat", replace(cfg, seed=4))
+    assert seed4 != first
+
+    calls = []
+    orig = tiny.model.generate
+    monkeypatch.setattr(tiny.model, "generate", lambda *a, **k: calls.append(1) or orig(*a, **k))
+    reloaded = GenerationCache(tiny.fingerprint, root=tmp_path)  # as a new process would
+    assert generate(tiny, PROMPTS, "chat", cfg, reloaded) == first
+    assert calls == []
+    assert generate(tiny, PROMPTS, "chat", replace(cfg, seed=4), reloaded) == seed4  # not seed 3's samples
+    assert len(calls) == 1
+    for other in (replace(cfg, temperature=0.5), replace(cfg, top_p=0.9), replace(cfg, batch_size=2),
+                  replace(cfg, do_sample=False)):
+        before = len(calls)
+        generate(tiny, PROMPTS, "chat", other, reloaded)
+        assert len(calls) > before, other  # a new key: generated, not served from the cache
+    assert len(reloaded) == 6 * len(PROMPTS)
+    n = len(calls)
+    assert generate(tiny, PROMPTS, "chat", replace(cfg, seed=4), reloaded) == seed4 and len(calls) == n  # a hit
+
+
 def test_stops_at_eos(tiny, monkeypatch):
     eos = tiny.tokenizer.eos_token_id
     orig = tiny.model.generate
