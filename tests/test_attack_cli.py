@@ -8,10 +8,10 @@ from tamperlab.cli import main
 
 def test_attack_cli_trains_evaluates_and_saves_checkpoints(tmp_path):
     out = tmp_path / "atk"
-    r = CliRunner().invoke(main, ["attack", "tiny-llama", "--out", str(out), "--steps", "4", "--batch-size", "2",
-                                  "--checkpoint-steps", "0,2,4", "--scheduler", "cosine-warmup",
-                                  "--warmup-steps", "1", "--data-limit", "8", "--eval-limit", "3",
-                                  "--eval-config", str(_eval_yaml(tmp_path)), "--eval-max-new-tokens", "6", "--merge"])
+    r = CliRunner().invoke(main, ["attack", "tiny-llama", "--out", str(out), *_sets(
+        steps=4, batch_size=2, checkpoint_steps="0,2,4", scheduler="cosine-warmup", warmup_steps=1, data_limit=8),
+        "--set", "eval.limit=3", "--eval-config", str(_eval_yaml(tmp_path)), "--set", "eval.max_new_tokens=6",
+        "--merge"])
     assert r.exit_code == 0, r.output
     summary = json.loads((out / "summary.json").read_text())
     assert sorted(summary, key=int) == ["0", "2", "4"]
@@ -22,18 +22,13 @@ def test_attack_cli_trains_evaluates_and_saves_checkpoints(tmp_path):
     assert [row["step"] for row in log if "loss" in row] == [1, 2, 3, 4]
     assert (out / "checkpoints" / "step-4" / "model.safetensors").exists()  # merged LoRA
     ecfg = json.loads((out / "step-2" / "metrics.json").read_text())["config"]
-    # attack defaults < --eval-config YAML < --eval-* flags; format and seed follow the attack's
+    # attack defaults < --eval-config YAML < --set eval.*; format and seed follow the attack's
     assert (ecfg["suite"], ecfg["limit"], ecfg["batch_size"], ecfg["max_new_tokens"]) == (["harm"], 3, 4, 6)
     assert (ecfg["format"], ecfg["seed"]) == (cfg["format"], cfg["seed"])
 
 
-def test_attack_eval_flags_cannot_shadow_attack_fields():
-    """`attack` tells its --eval-* options from AttackConfig's by the prefix, so none may share it."""
-    from dataclasses import fields
-
-    from tamperlab.attacks.finetune import AttackConfig
-
-    assert not [f.name for f in fields(AttackConfig) if f.name.startswith("eval_")]
+def _sets(**kv) -> list[str]:
+    return [a for k, v in kv.items() for a in ("--set", f"{k}={v}")]
 
 
 def _eval_yaml(tmp_path):
@@ -43,13 +38,30 @@ def _eval_yaml(tmp_path):
 
 
 def test_attack_cli_bad_values_are_named(tmp_path):
-    r = CliRunner().invoke(main, ["attack", "tiny-llama", "--out", str(tmp_path), "--scheduler", "wobbly"])
+    def run(*args):
+        return CliRunner().invoke(main, ["attack", "tiny-llama", "--out", str(tmp_path), *args])
+
+    r = run("--set", "scheduler=wobbly")
     assert r.exit_code == 2 and "scheduler" in r.output
-    r = CliRunner().invoke(main, ["attack", "tiny-llama", "--out", str(tmp_path), "--steps", "5",
-                                  "--checkpoint-steps", "0,10"])
+    r = run(*_sets(steps=5, checkpoint_steps="0,10"))
     assert r.exit_code == 2 and "checkpoint_steps" in r.output
-    r = CliRunner().invoke(main, ["attack", "tiny-llama", "--out", str(tmp_path), "--data", "poetry"])
+    r = run("--set", "data=poetry")
     assert r.exit_code == 2 and "'data'" in r.output
+    r = run("--set", "eval.judge=oracle")
+    assert r.exit_code == 2 and "'judge'" in r.output and "oracle" in r.output
+    r = run("--set", "eval=harm")
+    assert r.exit_code == 2 and "eval.limit" in r.output
+    r = run("--kind", "telepathy")
+    assert r.exit_code == 2 and "unknown attack 'telepathy'" in r.output
+    r = run("--steps", "4")  # one override style: the generated flags are gone
+    assert r.exit_code == 2 and "No such option '--steps'" in r.output
+
+
+def test_attacks_lists_the_registry_and_an_attacks_settings():
+    r = CliRunner(env={"COLUMNS": "200"}).invoke(main, ["attacks"])
+    assert r.exit_code == 0 and "finetune" in r.output
+    r = CliRunner(env={"COLUMNS": "200"}).invoke(main, ["attacks", "finetune"])
+    assert r.exit_code == 0 and "checkpoint_steps" in r.output and "data_file" in r.output
 
 
 def test_defend_cli_writes_a_loadable_model_and_reuses_it(tmp_path):

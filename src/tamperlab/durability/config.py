@@ -12,7 +12,7 @@ from typing import Any
 from ..attacks import ATTACKS, DEFAULT_KIND
 from ..attacks.registry import attack_key, attack_label
 from ..evaluation.config import EvalConfig
-from ..utils.config import ConfigError, from_dict, read_yaml_mapping
+from ..utils.config import ConfigError, from_dict, merge, read_yaml_mapping
 from ..utils.hashing import stable_hash
 
 
@@ -171,11 +171,12 @@ class DurabilityConfig:
         return out
 
 
-def load_study(path: str | Path) -> DurabilityConfig:
+def load_study(path: str | Path, overrides: dict | None = None) -> DurabilityConfig:
+    """The study of a YAML file, with ``overrides`` (``--set`` keys; mappings merge key by key)."""
     p = Path(path)
-    data = read_yaml_mapping(p)
+    data = merge(read_yaml_mapping(p), overrides or {})
     try:
-        return from_dict(DurabilityConfig, data, source=str(p))
+        return from_dict(DurabilityConfig, data, source=str(p) + " + --set" * bool(overrides))
     except ConfigError as e:
         msg = str(e)
         raise ConfigError(msg if str(p) in msg else f"{p}: {msg}") from None

@@ -1,7 +1,8 @@
-"""``tamperlab evaluate`` settings: one dataclass = Python API, CLI flags and YAML."""
+"""``tamperlab evaluate`` settings: one dataclass = Python API, ``--set key=value`` and YAML."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from ..utils.config import ConfigError
 
@@ -9,9 +10,9 @@ from ..utils.config import ConfigError
 @dataclass
 class EvalConfig:
     suite: list[str] = field(default_factory=lambda: ["harm", "overrefusal", "mmlu", "gsm8k"],
-                             metadata={"help": "comma-separated suites"})
+                             metadata={"help": "suites (a list, or comma-separated)"})
     limit: int | None = field(default=None, metadata={"help": "first N items of each suite's fixed split order"})
-    seed: int = field(default=0, metadata={"help": "seed for sampling (generation is greedy unless --do-sample)"})
+    seed: int = field(default=0, metadata={"help": "seed for sampling (generation is greedy unless do_sample)"})
     judge: str = field(default="refusal-classifier", metadata={
         "help": "refusal-keyword | refusal-classifier | llm-judge[:openai:MODEL|:hf:MODEL]"})
     prompts: str | None = field(default=None, metadata={
@@ -20,7 +21,7 @@ class EvalConfig:
     max_new_tokens: int = field(default=128, metadata={"help": "generated tokens per harm/over-refusal prompt"})
     gsm8k_max_new_tokens: int = field(default=256, metadata={"help": "generated tokens per GSM8K problem"})
     do_sample: bool = field(default=False, metadata={"help": "sample instead of greedy decoding"})
-    temperature: float = field(default=0.7, metadata={"help": "sampling temperature (with --do-sample)"})
+    temperature: float = field(default=0.7, metadata={"help": "sampling temperature (with do_sample)"})
     batch_size: int = field(default=16, metadata={"help": "prompts per generation batch"})
     mmlu_shots: int = field(default=0, metadata={"help": "few-shot examples per MMLU question (same subject)"})
     gsm8k_shots: int = field(default=0, metadata={"help": "few-shot worked examples per GSM8K problem"})
@@ -45,6 +46,13 @@ class EvalConfig:
         for name in ("mmlu_shots", "gsm8k_shots"):
             if not 0 <= getattr(self, name) <= 5:
                 raise ConfigError(f"field {name!r}: must be between 0 and 5, got {getattr(self, name)}")
+        from ..judges import JUDGES
+
+        judge = (self.judge or "").partition(":")[0]
+        if judge not in JUDGES:
+            raise ConfigError(f"field 'judge': unknown judge {judge!r}; known: {', '.join(JUDGES.names())}")
+        if self.prompts is not None and not Path(self.prompts).is_file():
+            raise ConfigError(f"field 'prompts': file not found: {self.prompts}")
         if self.format not in list_formats():
             raise ConfigError(f"field 'format': unknown prompt format {self.format!r}; "
                               f"known: {', '.join(list_formats())}")

@@ -1,7 +1,8 @@
-"""Dataclass configs that are at once Python API, CLI flags and YAML (the TRL pattern).
+"""Dataclass configs that are at once Python API, YAML and ``--set key=value`` overrides.
 
-Each field carries ``metadata={"help": ...}``; :func:`click_options` turns the fields into click
-options and :func:`load_config` reads YAML, rejecting unknown keys and bad values by name.
+Each field carries ``metadata={"help": ...}`` (:func:`keys_help` lists them for a command's help);
+:func:`from_dict` / :func:`load_config` check every value against its declared type (lists and
+mappings included), rejecting unknown keys and bad values with one line naming the field.
 """
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ import typing
 from pathlib import Path
 from typing import Any, TypeVar
 
-import click
 import yaml
 
 C = TypeVar("C")
@@ -28,6 +28,13 @@ def _base_type(tp: Any) -> Any:
     return tp
 
 
+def _type_name(tp: Any) -> str:
+    if typing.get_origin(tp) in (list, tuple):
+        elem = (typing.get_args(tp) or (str,))[0]
+        return f"a list of {getattr(elem, '__name__', elem)} (YAML list or comma-separated)"
+    return getattr(tp, "__name__", str(tp))
+
+
 def coerce(cls: type, name: str, value: Any, source: str = "") -> Any:
     """Coerce ``value`` to the declared type of field ``name``, or raise a ConfigError naming it."""
     hints = typing.get_type_hints(cls)
@@ -35,6 +42,10 @@ def coerce(cls: type, name: str, value: Any, source: str = "") -> Any:
     where = f" in {source}" if source else ""
     if value is None:
         return None
+    if tp is list and not isinstance(value, (list, tuple)):
+        raise ConfigError(f"field {name!r}{where}: expected a list, got {value!r}")
+    if (tp is dict or typing.get_origin(tp) is dict) and not isinstance(value, dict):
+        raise ConfigError(f"field {name!r}{where}: expected a mapping (key: value), got {value!r}")
     try:
         if tp is bool:
             if isinstance(value, bool):
@@ -62,11 +73,12 @@ def coerce(cls: type, name: str, value: Any, source: str = "") -> Any:
                         out.append(elem(str(i).strip()) if isinstance(i, str) else elem(i))
                 return out
             if elem is str:
+                if any(isinstance(i, (dict, list)) for i in items):
+                    raise ValueError(value)
                 return [str(i).strip() for i in items if str(i).strip()]
             return items
     except (TypeError, ValueError):
-        raise ConfigError(f"field {name!r}{where}: expected {getattr(tp, '__name__', tp)}, "
-                          f"got {value!r}") from None
+        raise ConfigError(f"field {name!r}{where}: expected {_type_name(tp)}, got {value!r}") from None
     return value
 
 
@@ -109,29 +121,42 @@ def load_config(cls: type[C], path: str | Path | None, overrides: dict | None = 
     return from_dict(cls, data, source=str(path) if path else "")
 
 
-def click_options(cls: type, exclude: tuple[str, ...] = (), prefix: str = "", defaults: dict | None = None):
-    """Decorator adding one ``--field-name`` option per dataclass field (default None = unset).
+def parse_sets(pairs: tuple[str, ...] | list[str], option: str = "--set") -> dict:
+    """``key=value`` pairs (values parsed as YAML: 1e-4, true, [q_proj, v_proj]); a dotted key sets a
+    key of a nested mapping (``eval.limit=3`` -> ``{"eval": {"limit": 3}}``)."""
+    out: dict = {}
+    for p in pairs:
+        k, eq, v = p.partition("=")
+        if not eq or not k.strip():
+            raise ConfigError(f"{option} {p!r}: write key=value")
+        try:
+            value = yaml.safe_load(v)
+        except yaml.YAMLError:
+            raise ConfigError(f"{option} {p!r}: the value is not valid YAML") from None
+        *parents, leaf = [part.strip() for part in k.split(".")]
+        node = out
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"{option} {p!r}: {part!r} is set to a value and used as a mapping")
+        node[leaf] = value
+    return out
 
-    ``prefix`` namespaces a second config on the same command (``prefix="eval"``: ``--eval-limit``
-    -> parameter ``eval_limit``); ``defaults`` replaces the dataclass default shown in the help
-    where the command applies its own."""
-    hints = typing.get_type_hints(cls)
-    defaults = defaults or {}
 
-    def deco(fn):
-        for f in reversed(dataclasses.fields(cls)):
-            if f.name in exclude:
-                continue
-            tp = _base_type(hints[f.name])
-            default = f.default if f.default is not dataclasses.MISSING else (
-                f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
-            default = defaults.get(f.name, default)
-            help_ = f.metadata.get("help", "")
-            if default not in (None, [], ""):
-                help_ += f" [default: {','.join(map(str, default)) if isinstance(default, list) else default}]"
-            name = f"{prefix}_{f.name}" if prefix else f.name
-            opt = "--" + name.replace("_", "-")
-            ctype = {int: int, float: float, bool: click.BOOL}.get(tp, str)
-            fn = click.option(opt, name, type=ctype, default=None, help=help_)(fn)
-        return fn
-    return deco
+def merge(base: dict, over: dict) -> dict:
+    """``over`` on top of ``base``; mappings merge key by key (so ``eval.limit`` keeps eval's other keys)."""
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def keys_help(cls: type, title: str = "") -> str:
+    """One line per config key (name, default, help), for a command's --help epilog."""
+    lines = [title] if title else []
+    for f in dataclasses.fields(cls):
+        default = f.default if f.default is not dataclasses.MISSING else (
+            f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
+        shown = ",".join(map(str, default)) if isinstance(default, list) else default
+        lines.append(f"  {f.name} [{shown}]: {f.metadata.get('help', '')}".rstrip(": "))
+    return "\b\n" + "\n".join(lines)
