@@ -210,3 +210,45 @@ def test_defend_refuses_a_foreign_non_empty_folder_and_leaves_it_intact(tiny, tm
     assert str(runs) in str(e.value)
     assert (runs / "notes.txt").read_text() == "mine"
     assert (runs / "my-experiment" / "weights.bin").read_text() == "also mine"
+
+
+def test_the_defender_learns_its_safety_loss_falls(tiny, tmp_path):
+    """Same batch, a fixed (non-zero) patch: the defender's patched DPO loss must fall."""
+    t = _trainer(tiny, tmp_path, w_lm=0.0, w_kl=0.0, lr=3e-2, beta=1.0, steps=8)
+    for _ in range(3):
+        t.adversary_step(0)  # a real patch to defend against
+    rows = [t.defender_step(1, 0) for _ in range(8)]
+    assert rows[-1]["safety"] < rows[0]["safety"] - 1e-2, [r["safety"] for r in rows]
+
+
+def test_defender_schedule_is_cosine_with_warmup(tiny, tmp_path):
+    """By hand (get_scheduler's cosine): lr·s/w in warmup, then lr·½(1+cos(π·(s−w)/(T−w)))."""
+    t = _trainer(tiny, tmp_path, steps=4, warmup_steps=1, lr=1e-3)
+    used = [t.defender_step(2 * s + 1, s)["lr"] for s in range(4)]
+    assert used == pytest.approx([0.0, 1e-3, 7.5e-4, 2.5e-4])
+
+
+def test_adversary_reinit_restarts_it_at_each_block(tiny, tmp_path):
+    t = _trainer(tiny, tmp_path, steps=4, block=2, adv_reinit=True)
+    t.train()
+    rows = [__import__("json").loads(x) for x in (tmp_path / "train_log.jsonl").read_text().splitlines()]
+    adv = [r for r in rows if r["phase"] == "adversary"]
+    # each block starts from V = 0, so its first patch is exactly zero; without re-init it is not
+    assert [r["patch_norm"] for r in adv][::2] == [0.0, 0.0]
+    u = _trainer(tiny, tmp_path / "no-reinit", steps=4, block=2, adv_reinit=False)
+    u.train()
+    rows = [__import__("json").loads(x) for x in (tmp_path / "no-reinit" / "train_log.jsonl").read_text().splitlines()]
+    assert [r["patch_norm"] for r in rows if r["phase"] == "adversary"][2] > 0
+
+
+def test_clean_safety_term_is_added_with_its_weight(tiny, tmp_path):
+    """loss = w_safety·safety + w_lm·lm + w_kl·kl + w_clean·clean, on the same batch."""
+    t = _trainer(tiny, tmp_path, w_clean_safety=0.5, lr=1e-9)
+    row = t.defender_step(1, 0)
+    c = t.cfg
+    want = c.w_safety * row["safety"] + c.w_lm * row["lm"] + c.w_kl * row["kl"] + 0.5 * row["clean_safety"]
+    assert row["loss"] == pytest.approx(want, rel=1e-5)
+    assert row["clean_safety"] == pytest.approx(row["safety"], rel=1e-4)  # no patch yet: ΔW = 0
+    t.close()
+    u = _trainer(tiny, tmp_path / "off")
+    assert "clean_safety" not in u.defender_step(1, 0)
