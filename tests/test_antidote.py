@@ -185,15 +185,24 @@ def test_defend_resumes_a_crashed_antidote_run_through_the_entry_point(tiny, tmp
 
 def test_defend_clears_its_own_unfinished_attempt_at_another_config(tiny, tmp_path):
     from tamperlab.defenses import defend
-    from tamperlab.utils.config import ConfigError
 
     out = tmp_path / "d"
     (out / "work").mkdir(parents=True)
     (out / "defense.started").write_text("some-other-key")  # tamperlab's marker: ours to clear
     (out / "work" / "stale.txt").write_text("x")
-    with pytest.raises(ConfigError, match="lora_targets"):  # the method fails (unknown target), after the clear
-        defend(tiny, "antidote", overrides={"lora_targets": ["no_such_proj"], "steps": 1, "block": 1}, out_dir=out)
-    assert not (out / "work" / "stale.txt").exists()
+    defend(tiny, "sft", overrides={"steps": 1, "batch_size": 2, "max_length": 64, "lora_targets": ["q_proj"]},
+           out_dir=out)
+    assert not (out / "work" / "stale.txt").exists() and (out / "defense.json").exists()
+
+
+@pytest.mark.parametrize("field", ["lora_targets", "adv_targets"])
+def test_unknown_targets_fail_before_any_work_naming_the_field(tiny, tmp_path, field):
+    from tamperlab.defenses import defend
+    from tamperlab.utils.config import ConfigError
+
+    with pytest.raises(ConfigError, match=f"field '{field}': \\['no_such_proj'\\] not in this model"):
+        defend(tiny, "antidote", overrides={field: ["no_such_proj"], "steps": 1, "block": 1}, out_dir=tmp_path / "d")
+    assert not (tmp_path / "d").exists()
 
 
 @pytest.mark.parametrize("method", ["sft", "antidote"])

@@ -18,6 +18,16 @@ DONE = "defense.json"  # written last: its presence means the directory is compl
 STARTED = "defense.started"  # the key of an attempt in progress (its resume state is kept)
 
 
+def check_config_targets(cfg, model) -> None:
+    """Every ``*_targets`` list of module names (LoRA, the adversary's patch sites) must exist in
+    this model: checked before any data is built or any weight trained."""
+    from ..training.adapters import check_targets
+
+    for name, value in vars(cfg).items():
+        if name.endswith("targets") and isinstance(value, list):
+            check_targets(model, value, field=name)
+
+
 def defend(model: str | LoadedModel, method: str, cfg=None, out_dir: str | Path = "runs/defended",
            overrides: dict | None = None, dtype: str = "float32") -> Path:
     """Train ``method`` on ``model`` into ``out_dir`` (merged safetensors + adapter + log + card).
@@ -35,6 +45,7 @@ def defend(model: str | LoadedModel, method: str, cfg=None, out_dir: str | Path 
     except ValueError as e:
         raise ConfigError(str(e)) from None
     lm = load_model(model, dtype=dtype) if isinstance(model, str) else model
+    check_config_targets(cfg, lm.model)
     out = Path(out_dir)
     from .data import data_fingerprint
 
