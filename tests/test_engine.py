@@ -153,3 +153,26 @@ def test_merged_save_equals_merge_and_unload_of_a_copy(tiny, tmp_path):
     for k in want:
         torch.testing.assert_close(got[k], want[k])
     assert (tmp_path / "m" / "adapter" / "adapter_model.safetensors").exists()
+
+
+def test_the_adding_a_defense_example_in_the_docs_runs(tiny, tmp_path):
+    """docs/defenses.md's worked example, executed as written, then run through `defend`."""
+    import re
+    from pathlib import Path
+
+    from tamperlab.defenses import DEFENSES, defend
+
+    text = (Path(__file__).parents[1] / "docs" / "defenses.md").read_text()
+    section = text[text.index("### Adding a defense"):]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    try:
+        exec(compile(code, "docs/defenses.md", "exec"), {})
+        out = defend(tiny, "refusal-only", overrides={"steps": 2, "batch_size": 2, "max_length": 64,
+                                                      "lora_targets": ["q_proj"]}, out_dir=tmp_path / "d")
+    finally:
+        DEFENSES._entries.pop("refusal-only", None)
+    info = json.loads((out / "defense.json").read_text())
+    assert info["method"] == "refusal-only" and info["examples"] > 0
+    log = [json.loads(x) for x in (out / "train_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [1, 2] and all(r["loss"] > 0 for r in log)
+    assert (out / "model.safetensors").exists() and (out / "adapter" / "adapter_model.safetensors").exists()
