@@ -44,6 +44,9 @@ def _write(tmp_path, **changes):
     ({"eval": {"prompts": "/no/such/prompts.csv"}}, "field 'prompts': file not found: /no/such/prompts.csv"),
     ({"attack": {"data_file": "/no/such/attack.jsonl"}}, "field 'data_file': file not found: /no/such/attack.jsonl"),
     ({"models": [{"name": "base", "model": "tiny-llama", "defense": "sft"}]}, "field 'defense' in models\\[0\\]"),
+    ({"models": [{"name": "base", "model": "./no/such/model-dir"}]},
+     "field 'models\\[0\\].model': model './no/such/model-dir' is neither a preset"),
+    ({"models": [{"name": "base", "model": "tiny-lama"}]}, "field 'models\\[0\\].model': model 'tiny-lama'"),
 ])
 def test_each_config_error_is_one_line_naming_the_field(tmp_path, changes, needle):
     with pytest.raises(ConfigError) as e:

@@ -82,7 +82,8 @@ class DurabilityConfig:
         names = [s.name for s in specs]
         if len(set(names)) != len(names):
             raise ConfigError(f"field 'models': duplicate names {sorted({n for n in names if names.count(n) > 1})}")
-        for s in specs:
+        for i, s in enumerate(specs):
+            _check_model_ref(s.model, f"models[{i}].model")
             if s.defense is not None:
                 from ..defenses import DEFENSES
 
@@ -169,6 +170,19 @@ class DurabilityConfig:
                 seen.add(cell.key)
                 out.append(cell)
         return out
+
+
+def _check_model_ref(ref: str, where: str) -> None:
+    """A model that is not a preset must be an existing model directory or a hub id (checked without
+    loading or downloading anything)."""
+    from ..models import MODELS
+    from ..models.loading import resolve_model_dir
+
+    if ref not in MODELS:
+        try:
+            resolve_model_dir(ref)
+        except FileNotFoundError as e:
+            raise ConfigError(f"field {where!r}: {e}") from None
 
 
 def load_study(path: str | Path, overrides: dict | None = None) -> DurabilityConfig:
