@@ -67,6 +67,19 @@ def test_a_bad_judge_fails_before_the_defense_trains(tmp_path, monkeypatch):
     assert trained == [] and not (tmp_path / "out").exists()
 
 
+def test_lora_targets_are_checked_against_the_model_before_any_defense_trains(tmp_path, monkeypatch):
+    import tamperlab.durability.runner as runner
+
+    trained = []
+    monkeypatch.setattr(runner, "execute_defense", lambda p: trained.append(p) or {})
+    cfg = load_study(_write(tmp_path, attack={"method": "lora", "lora_targets": ["q_proj", "query_key_value"]}))
+    with pytest.raises(ConfigError) as e:
+        runner.run_study(cfg, tmp_path / "out")
+    assert "field 'lora_targets': ['query_key_value'] not in this model" in str(e.value)
+    assert "on model 'base'" in str(e.value) and "\n" not in str(e.value)
+    assert trained == []
+
+
 def _cli(*args, **kw):
     return CliRunner(**kw).invoke(main, list(map(str, args)))
 

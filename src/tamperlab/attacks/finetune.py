@@ -112,7 +112,15 @@ def _run(model: LoadedModel, cfg: AttackConfig, on_checkpoint, out_dir: Path | N
     run_attack(model, cfg, out_dir, on_checkpoint=on_checkpoint)
 
 
+def check_model(cfg: AttackConfig, model) -> None:
+    """LoRA targets must be modules of the attacked model."""
+    if cfg.method == "lora":
+        from ..training.adapters import check_targets
+
+        check_targets(model, list(cfg.lora_targets))
+
+
 register_attack("finetune", AttackConfig, AttackSpec(
     run=_run, describe=describe, step_unit="optimizer step", label=cell_label, key=AttackConfig.attack_hash,
-    not_claimed="longer attacks, other learning rates, data"),
+    not_claimed="longer attacks, other learning rates, data", check_model=check_model),
     help="supervised fine-tuning (full or LoRA) on attack data, HF Trainer")

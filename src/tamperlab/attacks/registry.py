@@ -16,6 +16,8 @@ one attack; it needs from an entry only:
   the settings that differ from the config's defaults).
 - ``key(cfg)``: the attack's identity, seed and checkpoint steps excluded (optional; by default a hash
   of the config and the kind).
+- ``check_model(cfg, model)``: settings the attacked model cannot take (optional), checked before any
+  work on the model's architecture built on the meta device (no weights); raise ConfigError.
 """
 from __future__ import annotations
 
@@ -51,6 +53,7 @@ class AttackSpec:
     label: Callable[[Any], str] | None = None
     key: Callable[[Any], str] | None = None
     not_claimed: str = "longer attacks or other settings of this attack"
+    check_model: Callable[[Any, Any], None] | None = None
 
 
 ATTACKS: Registry = Registry("attack")

@@ -185,6 +185,44 @@ def _check_model_ref(ref: str, where: str) -> None:
             raise ConfigError(f"field {where!r}: {e}") from None
 
 
+def meta_model(ref: str):
+    """The architecture of model ``ref`` on the meta device (no weights), or None where it cannot be
+    read without loading (an adapter-only directory, an unreachable hub id)."""
+    from pathlib import Path as _P
+
+    from accelerate import init_empty_weights
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from ..models.loading import resolve_model_dir
+
+    path = resolve_model_dir(ref)
+    if _P(path).exists() and not (_P(path) / "config.json").exists():
+        return None
+    try:
+        config = AutoConfig.from_pretrained(path)
+    except OSError:
+        return None
+    with init_empty_weights():
+        return AutoModelForCausalLM.from_config(config)
+
+
+def check_attacks_against_models(cfg: DurabilityConfig) -> None:
+    """Every cell's settings against every model it attacks (LoRA targets, ...), before any work:
+    each ATTACKS entry's ``check_model`` on the model's meta-device architecture."""
+    cells = [c for c in cfg.cells_expanded() if ATTACKS.get(c.kind).obj.check_model is not None]
+    models: dict[str, Any] = {}
+    for spec in (s for s in cfg.models if s.attack and cells):
+        if spec.model not in models:
+            models[spec.model] = meta_model(spec.model)
+        if models[spec.model] is None:
+            continue
+        for cell in cells:
+            try:
+                ATTACKS.get(cell.kind).obj.check_model(cell.attack, models[spec.model])
+            except ConfigError as e:
+                raise ConfigError(f"{e} (cell {cell.label!r} on model {spec.name!r})") from None
+
+
 def load_study(path: str | Path, overrides: dict | None = None) -> DurabilityConfig:
     """The study of a YAML file, with ``overrides`` (``--set`` keys; mappings merge key by key)."""
     p = Path(path)

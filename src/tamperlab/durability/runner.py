@@ -15,7 +15,7 @@ import yaml
 
 from ..utils.io import atomic_write_text
 from ..utils.progress import progress
-from .config import DurabilityConfig, ModelSpec
+from .config import DurabilityConfig, ModelSpec, check_attacks_against_models
 from .executors import EXECUTORS, TaskFailed
 from .store import ResultStore
 
@@ -151,6 +151,7 @@ def run_study(cfg: DurabilityConfig, out_dir: str | Path, *, workers: int = 1, e
 
     Defenses, then runs, are tasks handed to the executor; this driver alone writes the database."""
     cfg.validate()
+    check_attacks_against_models(cfg)
     executor = executor or ("process" if workers > 1 else "local")
     EXECUTORS.get(executor)  # an unknown executor fails before any work
     out = Path(out_dir)
