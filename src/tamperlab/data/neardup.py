@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections import Counter, defaultdict
+from collections import defaultdict
 
 DEFAULT_THRESHOLD = 0.7
 _NON_ALNUM = re.compile(r"[^a-z0-9]+")
@@ -53,11 +53,19 @@ class NearDupIndex:
         if n in self._norm:
             return self._norm[n]
         q = words(text)
-        counts: Counter = Counter()
-        for w in q:
-            counts.update(self._post.get(w, ()))
-        for i, inter in counts.most_common():
+        if not q:
+            return None
+        # Jaccard >= t needs |q & s| >= t*|q|, so a match shares at least one of any
+        # |q| - floor(t*|q|) + 1 words of q: probe only that many, the rarest (exact, and fast on
+        # long prompts whose common words have long postings).
+        need = max(1, int(self.threshold * len(q) - 1e-9))
+        probe = sorted(q, key=lambda w: len(self._post.get(w, ())))[: len(q) - need + 1]
+        candidates: set[int] = set()
+        for w in probe:
+            candidates.update(self._post.get(w, ()))
+        for i in sorted(candidates):
             s = self._sets[i]
+            inter = len(q & s)
             if inter / (len(q) + len(s) - inter) >= self.threshold:
                 return i
         return None
