@@ -251,11 +251,12 @@ def test_adversary_reinit_restarts_it_at_each_block(tiny, tmp_path):
 
 
 def test_clean_safety_term_is_added_with_its_weight(tiny, tmp_path):
-    """loss = w_safety·safety + w_lm·lm + w_kl·kl + w_clean·clean, on the same batch."""
+    """loss = w_safety·safety + w_anchor·anchor + w_lm·lm + w_kl·kl + w_clean·clean, on one batch."""
     t = _trainer(tiny, tmp_path, w_clean_safety=0.5, lr=1e-9)
     row = t.defender_step(1, 0)
     c = t.cfg
-    want = c.w_safety * row["safety"] + c.w_lm * row["lm"] + c.w_kl * row["kl"] + 0.5 * row["clean_safety"]
+    want = (c.w_safety * row["safety"] + c.w_anchor * row["anchor"] + c.w_lm * row["lm"] + c.w_kl * row["kl"]
+            + 0.5 * row["clean_safety"])
     assert row["loss"] == pytest.approx(want, rel=1e-5)
     assert row["clean_safety"] == pytest.approx(row["safety"], rel=1e-4)  # no patch yet: ΔW = 0
     t.close()

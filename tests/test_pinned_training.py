@@ -32,13 +32,22 @@ def _sums(model) -> dict:
     return {n: [float(p.double().sum()), float(p.double().abs().mean())] for n, p in model.state_dict().items()}
 
 
+# AntiDote's settings when the pins were taken (its defaults moved on since: per-token preference
+# losses, an NLL anchor, per-example bounded patches on every projection; those are new maths)
+LEGACY_ANTIDOTE = {"preference_norm": "sum", "beta": 0.1, "w_anchor": 0.0, "adv_rank": 4,
+                   "adv_targets": ["q_proj", "k_proj", "v_proj", "o_proj"], "adv_per_example": False,
+                   "adv_max_rel_norm": 0.0}
+
+
 def _antidote(tiny, tmp_path) -> dict:
     from tests.test_antidote import _trainer
 
-    with _trainer(tiny, tmp_path / "ad") as t:
+    with _trainer(tiny, tmp_path / "ad", **LEGACY_ANTIDOTE) as t:
         t.train()
         keys = ("step", "phase", "adv_loss", "patch_norm", "loss", "safety", "lm", "kl", "lr")
-        return {"log": _log(tmp_path / "ad" / "train_log.jsonl", keys),
+        log = [{k: v for k, v in r.items() if r["phase"] == "adversary" or k != "patch_norm"}  # newly logged
+               for r in _log(tmp_path / "ad" / "train_log.jsonl", keys)]
+        return {"log": log,
                 "defender_sum": float(sum(p.detach().double().sum() for p in t.def_params)),
                 "adversary_sum": float(sum(p.detach().double().sum() for p in t.adversary.parameters()))}
 

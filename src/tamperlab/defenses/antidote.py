@@ -39,23 +39,34 @@ class AntiDoteConfig:
     block: int = field(default=5, metadata={"help": "k: adversary steps, then k defender steps, per block"})
     batch_size: int = field(default=4, metadata={"help": "harmful preference pairs per step"})
     benign_batch_size: int = field(default=4, metadata={"help": "benign (utility) examples per defender step"})
-    lr: float = field(default=2e-4, metadata={"help": "defender learning rate (cosine-warmup schedule)"})
+    lr: float = field(default=5e-5, metadata={
+        "help": "defender learning rate (cosine-warmup schedule); preference training wants less than SFT's 2e-4"})
     warmup_steps: int = field(default=5, metadata={"help": "defender warmup steps"})
     adv_lr: float = field(default=1e-3, metadata={"help": "adversary learning rate (constant)"})
     lora_rank: int = field(default=16, metadata={"help": "defender LoRA rank"})
     lora_alpha: float = field(default=32.0, metadata={"help": "defender LoRA alpha"})
     lora_targets: list[str] = field(default_factory=lambda: list(DEFAULT_TARGETS),
                                     metadata={"help": "modules the defender's LoRA adapts"})
-    adv_targets: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"],
-                                   metadata={"help": "projections the adversary patches (add MLP names to include them)"})
-    adv_rank: int = field(default=4, metadata={"help": "rank r of each patch ΔW = V·U"})
+    adv_targets: list[str] = field(default_factory=lambda: list(DEFAULT_TARGETS), metadata={
+        "help": "projections the adversary patches (default: every one a LoRA attack touches, attention and MLP)"})
+    adv_rank: int = field(default=8, metadata={"help": "rank r of each patch ΔW = V·U (>= the attacks' LoRA rank)"})
+    adv_per_example: bool = field(default=True, metadata={
+        "help": "each example's patch from its own activations (false: one patch per batch, from the batch mean)"})
+    adv_max_rel_norm: float = field(default=0.1, metadata={
+        "help": "bound on each patch's ‖ΔW‖_F as a fraction of its weight's ‖W‖_F (0: unbounded)"})
     adv_hidden: int = field(default=64, metadata={"help": "hypernetwork hidden size"})
     adv_scale: float = field(default=1.0, metadata={"help": "patch scale"})
     adv_loss: str = field(default="nll", metadata={
         "help": "adversary objective: nll (of the harmful answers under the patch: what a fine-tuning attacker "
                 "optimises) | dpo | ipo (prefer harmful over refusal against the frozen original)"})
     safety_loss: str = field(default="dpo", metadata={"help": "defender safety objective: dpo | ipo"})
-    beta: float = field(default=0.1, metadata={"help": "DPO/IPO beta"})
+    preference_norm: str = field(default="token", metadata={
+        "help": "token: preference losses on mean per-token log-probs (one scale with the LM and KL terms) | "
+                "sum: on summed sequence log-probs (the original formulation)"})
+    beta: float = field(default=2.0, metadata={"help": "DPO/IPO beta (per-token margins are ~length times smaller "
+                                                       "than summed ones: beta 2 per token ~ 0.05 summed over 40)"})
+    w_anchor: float = field(default=0.5, metadata={
+        "help": "weight of the NLL of the chosen refusal under the patch (per token; RPO-style anchor)"})
     w_safety: float = field(default=1.0, metadata={"help": "weight of the patched safety loss"})
     w_lm: float = field(default=0.8, metadata={"help": "weight of the utility LM loss (no patch)"})
     w_kl: float = field(default=0.3, metadata={"help": "weight of KL to the original model on benign data (no patch)"})
@@ -79,12 +90,16 @@ class AntiDoteConfig:
                 raise ConfigError(f"field {name!r}: must be > 0, got {getattr(self, name)}")
         if self.adv_loss not in ("dpo", "ipo", "nll"):
             raise ConfigError(f"field 'adv_loss': dpo | ipo | nll, got {self.adv_loss!r}")
+        if self.preference_norm not in ("token", "sum"):
+            raise ConfigError(f"field 'preference_norm': token | sum, got {self.preference_norm!r}")
+        if self.adv_max_rel_norm < 0:
+            raise ConfigError(f"field 'adv_max_rel_norm': must be >= 0, got {self.adv_max_rel_norm}")
         if self.safety_loss not in ("dpo", "ipo"):
             raise ConfigError(f"field 'safety_loss': dpo | ipo, got {self.safety_loss!r}")
         if self.checkpoint_every and self.checkpoint_every % self.block:
             raise ConfigError(f"field 'checkpoint_every': must be a multiple of block={self.block} "
                               f"(checkpoints are taken between blocks), got {self.checkpoint_every}")
-        for name in ("w_safety", "w_lm", "w_kl", "w_clean_safety"):
+        for name in ("w_safety", "w_lm", "w_kl", "w_clean_safety", "w_anchor"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"field {name!r}: must be >= 0, got {getattr(self, name)}")
 
@@ -117,7 +132,13 @@ class AntiDoteTrainer:
             torch.manual_seed(cfg.seed + 1)
             from .hypernetwork import PatchHypernetwork
 
-            adversary = PatchHypernetwork(self.sites, rank=cfg.adv_rank, hidden=cfg.adv_hidden)
+            bounds = None
+            if cfg.adv_max_rel_norm > 0:  # ‖ΔW‖_F <= rel · ‖W‖_F of the frozen weight it patches
+                mods = dict(model.named_modules())
+                bounds = {s.name: cfg.adv_max_rel_norm * float(_weight(mods[s.name]).detach().float().norm())
+                          for s in self.sites}
+            adversary = PatchHypernetwork(self.sites, rank=cfg.adv_rank, hidden=cfg.adv_hidden,
+                                          per_example=cfg.adv_per_example, max_norm=bounds)
             self.defender = engine.add_player("defender", model, lr=cfg.lr, total_steps=cfg.steps,
                                               scheduler="cosine-warmup", warmup_steps=cfg.warmup_steps,
                                               max_grad_norm=cfg.max_grad_norm)
@@ -187,16 +208,22 @@ class AntiDoteTrainer:
         keys = [(c[side].id, "ref" if side == 0 else "harm") for c in chunk]
         if not all(k in self._ref_cache for k in keys):
             with torch.no_grad(), self.engine.unwrap(self.model).disable_adapter():
-                lp = sequence_logps(self.model, batch)
+                lp = sequence_logps(self.model, batch, average=self.cfg.preference_norm == "token")
             for k, v in zip(keys, lp.tolist()):
                 self._ref_cache[k] = v
         return torch.tensor([self._ref_cache[k] for k in keys], device=self.engine.device)
 
-    def _patched_pair_logps(self, patches, ref_b, harm_b) -> tuple[torch.Tensor, torch.Tensor]:
-        """Sequence log-probs of refusal and harmful answer under the patch. Two forwards, each
+    def _patched_pair_logps(self, patches, ref_b, harm_b) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Log-probs (summed or per-token mean, by ``preference_norm``) of refusal and harmful
+        answer under the patch, and the refusal's mean token NLL (the anchor). Two forwards, each
         at its own width: padding short refusals to the harmful answers' length would cost more."""
+        avg = self.cfg.preference_norm == "token"
         with low_rank_patch(self.model, patches, self.cfg.adv_scale):
-            return sequence_logps(self.model, ref_b), sequence_logps(self.model, harm_b)
+            out = self.model(input_ids=ref_b["input_ids"], attention_mask=ref_b["attention_mask"])
+            lp, mask = token_logps(out.logits, ref_b["labels"])  # (B, T-1)
+            lp_ref = lp.sum(-1) / mask.sum(-1).clamp(min=1) if avg else lp.sum(-1)
+            anchor = -lp.sum() / mask.sum().clamp(min=1)
+            return lp_ref, sequence_logps(self.model, harm_b, average=avg), anchor
 
     def precompute_reference(self, batch_size: int = 16) -> None:
         """Reference log-probs of every pair, once (the original model never changes; TRL's
@@ -228,11 +255,10 @@ class AntiDoteTrainer:
             lp, mask = token_logps(out.logits, harm_b["labels"])
             loss = -lp.sum() / mask.sum().clamp(min=1)
         else:
-            lp_ref, lp_harm = self._patched_pair_logps(patches, ref_b, harm_b)
+            lp_ref, lp_harm, _ = self._patched_pair_logps(patches, ref_b, harm_b)
             loss = preference_loss(lp_harm, lp_ref, self.reference_logps(harm_b, chunk, 1),
                                    self.reference_logps(ref_b, chunk, 0), cfg.beta, cfg.adv_loss)
-        patch_norm = float(sum((v.detach() @ u.detach()).norm() ** 2 for u, v in patches.values()) ** 0.5)
-        return loss, {"patch_norm": patch_norm}
+        return loss, {"patch_norm": total_patch_norm(patches)}
 
     def adversary_step(self, i: int) -> dict:
         """One adversary update on pair batch ``i``; the defender is frozen meanwhile."""
@@ -254,7 +280,7 @@ class AntiDoteTrainer:
         with torch.no_grad():  # the defender's loss must not reach the adversary
             patches = {n: (u.detach(), v.detach()) for n, (u, v) in self.adversary(acts, prompts["attention_mask"]).items()}
         ref_ref, ref_harm = self.reference_logps(ref_b, chunk, 0), self.reference_logps(harm_b, chunk, 1)
-        lp_ref, lp_harm = self._patched_pair_logps(patches, ref_b, harm_b)
+        lp_ref, lp_harm, anchor = self._patched_pair_logps(patches, ref_b, harm_b)
         safety = preference_loss(lp_ref, lp_harm, ref_ref, ref_harm, cfg.beta, cfg.safety_loss)
         out = self.model(input_ids=benign["input_ids"], attention_mask=benign["attention_mask"])
         lp, mask = token_logps(out.logits, benign["labels"])
@@ -262,10 +288,11 @@ class AntiDoteTrainer:
         with torch.no_grad(), self.engine.unwrap(self.model).disable_adapter():
             ref_logits = self.model(input_ids=benign["input_ids"], attention_mask=benign["attention_mask"]).logits
         kl = kl_to_reference(out.logits, ref_logits, benign["labels"])
-        loss = cfg.w_safety * safety + cfg.w_lm * lm_loss + cfg.w_kl * kl
-        row = {"safety": float(safety.detach()), "lm": float(lm_loss.detach()), "kl": float(kl.detach())}
+        loss = cfg.w_safety * safety + cfg.w_anchor * anchor + cfg.w_lm * lm_loss + cfg.w_kl * kl
+        row = {"safety": float(safety.detach()), "anchor": float(anchor.detach()), "lm": float(lm_loss.detach()),
+               "kl": float(kl.detach()), "patch_norm": total_patch_norm(patches)}
         if cfg.w_clean_safety > 0:
-            c_ref, c_harm = self._patched_pair_logps({}, ref_b, harm_b)
+            c_ref, c_harm, _ = self._patched_pair_logps({}, ref_b, harm_b)
             clean = preference_loss(c_ref, c_harm, ref_ref, ref_harm, cfg.beta, cfg.safety_loss)
             loss = loss + cfg.w_clean_safety * clean
             row["clean_safety"] = float(clean.detach())
@@ -303,6 +330,21 @@ class AntiDoteTrainer:
         eng.run(cfg.steps, block, description)
         self.model.eval()
         return last
+
+
+def _weight(mod) -> torch.Tensor:
+    """The frozen weight of a projection (inside a PEFT LoRA wrapper, its base layer's)."""
+    return mod.base_layer.weight if hasattr(mod, "base_layer") else mod.weight
+
+
+def total_patch_norm(patches: dict) -> float:
+    """sqrt(Σ_sites ‖ΔW‖_F²), averaged over examples for per-example patches."""
+    from .hypernetwork import patch_norms
+
+    if not patches:
+        return 0.0
+    sq = sum(patch_norms(u.detach(), v.detach()) ** 2 for u, v in patches.values())  # (B,) or ()
+    return float(sq.sqrt().mean())
 
 
 def defend_antidote(lm: LoadedModel, cfg: AntiDoteConfig, out: Path) -> dict:

@@ -58,13 +58,14 @@ def capture_inputs(model: torch.nn.Module, sites: list[Site]) -> Iterator[dict[s
 def low_rank_patch(model: torch.nn.Module, patches: dict[str, tuple[torch.Tensor, torch.Tensor]],
                    scale: float = 1.0) -> Iterator[None]:
     """Within the block, site ``name`` computes ``W x + scale · V (U x)`` for its patch (U: r×in,
-    V: out×r), i.e. its weight is W + scale · V·U. Gradients flow into U and V."""
+    V: out×r), i.e. its weight is W + scale · V·U. Gradients flow into U and V. Per-example
+    patches (U: B×r×in, V: B×out×r) patch each sequence of the batch with its own ΔW."""
     mods = dict(model.named_modules())
 
     def hook(mod, args, out, _uv):
         u, v = _uv
         x = args[0]  # (B, T, in)
-        return out + scale * (x @ u.t().to(x.dtype)) @ v.t().to(x.dtype)  # (B, T, out)
+        return out + scale * (x @ u.mT.to(x.dtype)) @ v.mT.to(x.dtype)  # (B, T, r) -> (B, T, out)
 
     handles = [mods[n].register_forward_hook(lambda mod, a, o, _uv=uv: hook(mod, a, o, _uv))
                for n, uv in patches.items()]

@@ -16,11 +16,12 @@ def token_logps(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tenso
     return lp * mask, mask
 
 
-def sequence_logps(model, batch: dict) -> torch.Tensor:
-    """Summed log-prob of the completion tokens per sequence: (B,)."""
+def sequence_logps(model, batch: dict, average: bool = False) -> torch.Tensor:
+    """Log-prob of the completion tokens per sequence, (B,): summed, or with ``average`` the mean
+    per token (a preference loss on that scale sits beside per-token NLL and KL terms)."""
     out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
-    lp, _ = token_logps(out.logits, batch["labels"])
-    return lp.sum(-1)
+    lp, mask = token_logps(out.logits, batch["labels"])
+    return lp.sum(-1) / mask.sum(-1).clamp(min=1) if average else lp.sum(-1)
 
 
 def nll(model, batch: dict) -> torch.Tensor:
