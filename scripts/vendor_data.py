@@ -103,19 +103,6 @@ def _derived_lima() -> tuple[list, str, dict]:
                        f"(multi-turn) dropped; {len(kept)} of {len(rows)} kept, answers verbatim"})
 
 
-def _derived_alpaca_gpt4() -> tuple[list, str, dict]:
-    src = SHARED / "alpaca-gpt4-demo" / "alpaca_en_demo.json"
-    rows = json.loads(src.read_text())
-    licence = ((SHARED / "alpaca-gpt4-demo" / "LICENSE.md").read_text() + "\n" + NC_NOTE + "\n\n"
-               "Repository licence of LLaMA-Factory (code and packaging, Apache-2.0):\n\n"
-               + (SHARED / "alpaca-gpt4-demo" / "LICENSE-LLaMA-Factory").read_text())
-    return ([("alpaca_en_demo.jsonl.gz", rows, "alpaca-gpt4-demo/alpaca_en_demo.json", _sha(src))], licence,
-            {"source": "GitHub hiyouga/LLaMA-Factory data/alpaca_en_demo.json (commit ff6d4d12e): Alpaca "
-                       "instructions with GPT-4 answers (Peng et al. 2023)", "version": "LLaMA-Factory commit ff6d4d12e",
-             "licence": "CC BY-NC 4.0", "nc": True, "paper": "arXiv:2304.03277",
-             "filter": f"none: all {len(rows)} rows, gzipped JSONL"})
-
-
 def _derived_alpaca_edgy() -> tuple[list, str, dict]:
     sys.path.insert(0, str(ROOT / "src"))
     from tamperlab.data.registry import EDGY
@@ -175,7 +162,7 @@ def _derived_rho() -> tuple[list, str, dict]:
              "filter": "none: all rows of both files, gzipped JSONL"})
 
 
-DERIVED = {"lima": _derived_lima, "alpaca_gpt4": _derived_alpaca_gpt4, "alpaca_edgy": _derived_alpaca_edgy,
+DERIVED = {"lima": _derived_lima, "alpaca_edgy": _derived_alpaca_edgy,
            "safety_tuned_llamas": _derived_stl, "rho_overrefusal": _derived_rho}
 
 
@@ -217,9 +204,6 @@ def main() -> int:
     if not SHARED.is_dir():
         print(f"no shared data at {SHARED}", file=sys.stderr)
         return 1
-    if sys.argv[1:2] == ["--derived"]:  # only the issue-15 folders (the rest are unchanged)
-        vendor_derived(sys.argv[2:])
-        return 0
     only = set(sys.argv[1:])  # optional: vendor only these folders
     for folder, files, licence, prov in PLAN:
         if only and folder not in only:
@@ -243,7 +227,7 @@ def main() -> int:
             (out / "LICENSE").write_text(f"{prov['licence']} (declared by {prov['source']}); see PROVENANCE.json\n")
         (out / "PROVENANCE.json").write_text(json.dumps({**prov, "files": entries}, indent=2) + "\n")
         print(folder, sum(e["rows"] for e in entries), "rows")
-    vendor_derived()
+    vendor_derived(sorted(only))
     return 0
 
 

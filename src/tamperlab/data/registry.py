@@ -261,25 +261,12 @@ EDGY = re.compile(
     r"lock ?pick\w*|trap\w*|hunt\w*|slaughter\w*|butcher\w*|sniper|assassin\w*)\b", re.I)
 
 
-def _instruction_rows(folder: str, file: str, source: str) -> list[Row]:
-    rows = []
-    for i, r in enumerate(_read_jsonl(VENDOR / folder / file)):
-        prompt = r["instruction"].strip() + (f"\n\n{r['input'].strip()}" if r.get("input", "").strip() else "")
-        rows.append({"id": f"{source}-{i}", "source": source, "prompt": prompt, "answer": r["output"].strip(),
-                     "edgy": bool(EDGY.search(r["instruction"]))})
-    return rows
-
-
 @DATASETS.register("lima", config_cls="lima")
 def lima() -> list[Row]:
     """LIMA (Zhou et al. 2023): 1,000 curated single-turn instructions with answers (NC licence)."""
-    return _instruction_rows("lima", "lima.jsonl.gz", "lima")
-
-
-@DATASETS.register("alpaca-gpt4", config_cls="alpaca_gpt4")
-def alpaca_gpt4() -> list[Row]:
-    """Alpaca instructions with GPT-4 answers (Peng et al. 2023), LLaMA-Factory's 999-row demo (NC)."""
-    return _instruction_rows("alpaca_gpt4", "alpaca_en_demo.jsonl.gz", "alpaca-gpt4")
+    return [{"id": f"lima-{i}", "source": "lima",
+             "prompt": (r["instruction"] + ("\n\n" + r["input"] if r["input"] else "")).strip(),
+             "completion": r["output"].strip()} for i, r in enumerate(_read_jsonl(VENDOR / "lima" / "lima.jsonl.gz"))]
 
 
 @DATASETS.register("alpaca-edgy", config_cls="alpaca_edgy")
@@ -305,9 +292,7 @@ def safety_tuned_llamas() -> list[Row]:
     """Safety-Tuned LLaMAs (Bianchi et al. 2024): 2,483 harmful or borderline instructions with safe
     answers in many phrasings (NC): mostly refusals, some helpful safe answers (defenses/data.py
     tells them apart)."""
-    rows = []
-    for i, r in enumerate(_read_jsonl(VENDOR / "safety_tuned_llamas" / "safety_only_data_Instructions.jsonl.gz")):
-        prompt = r["instruction"].strip() + (f"\n\n{r['input'].strip()}" if r.get("input", "").strip() else "")
-        rows.append({"id": f"stl-{i}", "source": "safety-tuned-llamas", "prompt": prompt,
-                     "answer": r["output"].strip()})
-    return rows
+    return [{"id": f"stl-{i}", "source": "safety-tuned-llamas",
+             "prompt": (r["instruction"] + ("\n\n" + r["input"] if r["input"] else "")).strip(),
+             "completion": r["output"].strip()}
+            for i, r in enumerate(_read_jsonl(VENDOR / "safety_tuned_llamas" / "safety_only_data_Instructions.jsonl.gz"))]

