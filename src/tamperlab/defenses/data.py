@@ -1,12 +1,31 @@
-"""Safety-training data, from the *defense-train* splits only."""
+"""Safety-training data, from the *defense-train* splits only.
+
+Two recipes (``recipe=``), the same call sites:
+
+* ``"v1"`` (the default today, pinned by tests/test_pinned_training.py): refusals for the first 320
+  Do-Not-Answer prompts (80 context-distilled, 240 from six templates), utility = GSM8K only.
+* ``"v2"`` (issue 15): refusals only where the Do-Not-Answer audit says refuse (context-distilled ones;
+  the template rows are left out) plus Safety-Tuned LLaMAs' refusals in many phrasings; utility =
+  general instructions (LIMA + Alpaca-GPT4), borderline-but-safe prompts answered helpfully, and
+  GSM8K, interleaved by ``V2_UTILITY_WEIGHTS``. The helpful answers come from the datasets
+  (``answers="dataset"``) or from the model being defended (``answers="self"``: self-distillation,
+  greedy, through the generation cache; needs ``lm``). ``defense_data`` returns all of it with a
+  provenance dict (recipe, answer source, counts, licences, model) for the defense to record.
+"""
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from functools import lru_cache
 
-from ..data.registry import VENDOR, gsm8k_worked_answer
+from ..data.registry import VENDOR, dataset_info, gsm8k_worked_answer
 from ..data.splits import get_split
 from ..training.data import SFTExample
+
+RECIPES = ("v1", "v2")
+ANSWER_SOURCES = ("dataset", "self")
+# share of each helpful part in v2 utility data (a prefix of the list keeps these shares)
+V2_UTILITY_WEIGHTS = {"instructions": 0.5, "borderline": 0.3, "gsm8k": 0.2}
 
 
 @lru_cache(maxsize=None)
@@ -15,18 +34,155 @@ def _refusal_rows() -> tuple[dict, ...]:
     return tuple(json.loads(line) for line in text.splitlines() if line.strip())
 
 
-def refusal_examples() -> list[SFTExample]:
-    """Do-Not-Answer (defense-train) -> refusal: context-distilled from the default model under a
+def _check(recipe: str, answers: str = "dataset", lm=None) -> None:
+    if recipe not in RECIPES:
+        raise ValueError(f"field 'recipe': must be one of {', '.join(RECIPES)}, got {recipe!r}")
+    if answers not in ANSWER_SOURCES:
+        raise ValueError(f"field 'answers': must be one of {', '.join(ANSWER_SOURCES)}, got {answers!r}")
+    if answers == "self" and lm is None:
+        raise ValueError("answers='self' (self-distillation) needs the model: pass lm=")
+
+
+def refusal_examples(recipe: str = "v1") -> list[SFTExample]:
+    """Prompts that should be refused -> a refusal.
+
+    v1: Do-Not-Answer (defense-train) -> refusal: context-distilled from the default model under a
     safety system prompt where both judges call it a refusal, else a curated template
-    (data/vendor/refusals/PROVENANCE.json says which, per row)."""
+    (data/vendor/refusals/PROVENANCE.json says which, per row).
+    v2: ``audited_refusal_examples`` (distilled only) and ``varied_refusal_examples``, interleaved."""
+    _check(recipe)
+    if recipe == "v2":
+        return interleave({"stl": varied_refusal_examples(), "dna": audited_refusal_examples()})
     allowed = {r["id"] for r in get_split("harmful/defense-train")}
     return [SFTExample(r["id"], r["prompt"], r["completion"]) for r in _refusal_rows() if r["id"] in allowed]
 
 
-def utility_examples() -> list[SFTExample]:
+def _dna_refuse_ids() -> set[str]:
+    return {r["id"] for r in get_split("harmful/defense-train") if r["audit"] == "refuse"}
+
+
+def audited_refusal_examples() -> list[SFTExample]:
+    """Do-Not-Answer (defense-train) rows the audit says to refuse (data.registry.DNA_AUDIT), with
+    their context-distilled refusal; template rows are left out (six phrasings for 240 prompts)."""
+    keep = _dna_refuse_ids()
+    return [SFTExample(r["id"], r["prompt"], r["completion"]) for r in _refusal_rows()
+            if r["id"] in keep and r["kind"] == "distilled"]
+
+
+def _stl_rows(refusal: bool) -> list[dict]:
+    from ..judges.keyword import keyword_refused
+
+    return [r for r in get_split("safe-answers/defense-train") if keyword_refused(r["completion"]) == refusal]
+
+
+def varied_refusal_examples() -> list[SFTExample]:
+    """Safety-Tuned LLaMAs (safe-answers/defense-train) rows whose safe answer is a refusal (by the
+    refusal-keyword judge): harmful requests refused in hundreds of phrasings."""
+    return [SFTExample(r["id"], r["prompt"], r["completion"]) for r in _stl_rows(True)]
+
+
+def gsm8k_examples() -> list[SFTExample]:
     """GSM8K train (defense half): question -> the human-written worked solution, ending
     "The answer is N." (the format the gsm8k suite asks for)."""
     return [SFTExample(r["id"], r["question"], gsm8k_worked_answer(r)) for r in get_split("gsm8k/defense-train")]
+
+
+def utility_examples(recipe: str = "v1", answers: str = "dataset", lm=None) -> list[SFTExample]:
+    """Helpful examples. v1: GSM8K only (``gsm8k_examples``). v2: general instructions, helpful
+    answers to borderline prompts and GSM8K, interleaved by V2_UTILITY_WEIGHTS (every prefix keeps
+    the shares while all parts last); ``answers`` picks dataset or self-distilled answers."""
+    _check(recipe, answers, lm)
+    if recipe == "v1":
+        return gsm8k_examples()
+    return _v2_utility(answers, lm)[0]
+
+
+def _v2_utility(answers: str, lm) -> tuple[list[SFTExample], dict]:
+    (instr, p1), (border, p2), gsm = _instructions(answers, lm), _borderline(answers, lm), gsm8k_examples()
+    prov = {"instructions": len(instr), "borderline": len(border), "gsm8k": len(gsm),
+            "weights": dict(V2_UTILITY_WEIGHTS)}
+    if answers == "self":
+        prov.update({"self_distillation_instructions": p1, "self_distillation_borderline": p2})
+    parts = {"instructions": instr, "borderline": border, "gsm8k": gsm}
+    return interleave(parts, V2_UTILITY_WEIGHTS), prov
+
+
+def instruction_examples(answers: str = "dataset", lm=None) -> list[SFTExample]:
+    """LIMA + Alpaca-GPT4 (instructions/defense-train) -> the dataset's answer, or the model's own
+    (``answers="self"``)."""
+    _check("v2", answers, lm)
+    return _instructions(answers, lm)[0]
+
+
+def _instructions(answers: str, lm) -> tuple[list[SFTExample], dict | None]:
+    ex = [SFTExample(r["id"], r["prompt"], r["completion"]) for r in get_split("instructions/defense-train")]
+    return (ex, None) if answers == "dataset" else self_distill(lm, ex)
+
+
+def borderline_prompts() -> dict[str, list[SFTExample]]:
+    """Benign prompts that sound unsafe, by where their answer comes from. With a dataset answer:
+    ``edgy`` (LIMA / Alpaca-GPT4 rows of borderline/defense-train) and ``stl_safe`` (Safety-Tuned
+    LLaMAs' safe answers that are not refusals). Without one (completion empty; self-distillation
+    only): ``edgy_unanswered`` (Alpaca-instruction rows of borderline/defense-train) and
+    ``dna_answer`` (the Do-Not-Answer rows the audit says should be answered)."""
+    border = get_split("borderline/defense-train")
+    return {"edgy": [SFTExample(r["id"], r["prompt"], r["completion"]) for r in border if r.get("completion")],
+            "stl_safe": [SFTExample(r["id"], r["prompt"], r["completion"]) for r in _stl_rows(False)],
+            "edgy_unanswered": [SFTExample(r["id"], r["prompt"], "") for r in border if not r.get("completion")],
+            "dna_answer": [SFTExample(r["id"], r["prompt"], "") for r in get_split("harmful/defense-train")
+                           if r["audit"] == "answer"]}
+
+
+def borderline_examples(answers: str = "dataset", lm=None) -> list[SFTExample]:
+    """Borderline-but-safe prompts answered helpfully, so "sounds scary" is not learnt as "refuse".
+    dataset: ``edgy`` and ``stl_safe`` with their dataset answers, interleaved. self: ``edgy``,
+    ``edgy_unanswered`` and ``dna_answer`` answered by the model itself (non-refusals kept), with
+    ``stl_safe`` still the dataset's (harmful-adjacent prompts: the undefended model's own answer
+    is not a safe target)."""
+    _check("v2", answers, lm)
+    return _borderline(answers, lm)[0]
+
+
+def _borderline(answers: str, lm) -> tuple[list[SFTExample], dict | None]:
+    p = borderline_prompts()
+    if answers == "dataset":
+        return interleave({"edgy": p["edgy"], "stl_safe": p["stl_safe"]}), None
+    mine, prov = self_distill(lm, p["edgy"] + p["edgy_unanswered"] + p["dna_answer"])
+    return interleave({"self": mine, "stl_safe": p["stl_safe"]}), prov
+
+
+def interleave(parts: dict[str, list], weights: dict[str, float] | None = None) -> list:
+    """Merge lists so every prefix holds each part in proportion to its weight (default: its size)
+    until that part runs out; item j of part k sits at (j + 0.5) / w_k, ties by part order."""
+    w = weights or {k: float(len(v)) for k, v in parts.items()}
+    keyed = [((j + 0.5) / w[k], i, j, x) for i, (k, v) in enumerate(parts.items()) if w.get(k, 0) > 0
+             for j, x in enumerate(v)]
+    return [x for *_, x in sorted(keyed, key=lambda t: t[:3])]
+
+
+SELF_DISTILL_TOKENS = 192
+
+
+def self_distill(lm, examples: list[SFTExample], max_new_tokens: int | None = None, fmt: str = "chat",
+                 batch_size: int = 16, use_cache: bool = True) -> tuple[list[SFTExample], dict]:
+    """The model answers the prompts itself (greedy, its chat format, through the generation cache):
+    self-distillation keeps the model's own output distribution as the utility target. Answers the
+    refusal-keyword judge calls refusals, and empty ones, are dropped (a refusal is not a helpful
+    target). Returns the examples and a provenance dict (model, fingerprint, decoding, counts)."""
+    from ..generation import GenerationCache, GenerationConfig, generate
+    from ..judges.keyword import keyword_refused
+
+    gcfg = GenerationConfig(max_new_tokens=max_new_tokens or SELF_DISTILL_TOKENS, do_sample=False,
+                            batch_size=batch_size)
+    cache = GenerationCache(lm.fingerprint) if use_cache else None
+    outs = generate(lm, [e.prompt for e in examples], fmt, gcfg, cache=cache, description="self-distillation")
+    kept = [SFTExample(e.id, e.prompt, o.strip()) for e, o in zip(examples, outs)
+            if o.strip() and not keyword_refused(o)]
+    n_empty = sum(1 for o in outs if not o.strip())
+    prov = {"answers": "self", "model": lm.name, "fingerprint": lm.fingerprint, "format": fmt,
+            "generation": gcfg.cache_params(), "prompts": len(examples), "kept": len(kept),
+            "dropped_empty": n_empty, "dropped_refusals": len(examples) - len(kept) - n_empty}
+    return kept, prov
 
 
 def mix(safety: list[SFTExample], utility: list[SFTExample], utility_fraction: float,
@@ -56,11 +212,14 @@ def _harmful_rows() -> tuple[dict, ...]:
     return tuple(json.loads(line) for line in text.splitlines() if line.strip())
 
 
-def preference_pairs() -> list[tuple[SFTExample, SFTExample]]:
+def preference_pairs(recipe: str = "v1") -> list[tuple[SFTExample, SFTExample]]:
     """(prompt → refusal, same prompt → harmful answer) pairs for the preference losses: Do-Not-Answer
     (defense-train) prompts where we have both the refusal above and the undefended default model's
-    own compliant answer (judge-filtered, data/vendor/defense_harmful/PROVENANCE.json)."""
-    allowed = {r["id"] for r in get_split("harmful/defense-train")}
+    own compliant answer (judge-filtered, data/vendor/defense_harmful/PROVENANCE.json).
+    v2: only prompts the audit says to refuse (the chosen side is still distilled or template: varied
+    chosen refusals need the model's harmful answers to Safety-Tuned LLaMAs prompts, not generated yet)."""
+    _check(recipe)
+    allowed = _dna_refuse_ids() if recipe == "v2" else {r["id"] for r in get_split("harmful/defense-train")}
     refusals = {r["id"]: r for r in _refusal_rows() if r["id"] in allowed}
     pairs = []
     for h in _harmful_rows():
@@ -71,11 +230,64 @@ def preference_pairs() -> list[tuple[SFTExample, SFTExample]]:
     return pairs
 
 
-def data_fingerprint() -> str:
+@dataclass
+class DefenseData:
+    """Everything a defense trains on for one recipe, and where it came from."""
+    safety: list[SFTExample]
+    utility: list[SFTExample]
+    pairs: list[tuple[SFTExample, SFTExample]]
+    provenance: dict = field(default_factory=dict)
+
+
+def _licences(prefixes: set[str]) -> dict[str, dict]:
+    by_prefix = {"donotanswer": "donotanswer", "stl": "safety-tuned-llamas", "lima": "lima",
+                 "alpaca-gpt4": "alpaca-gpt4-demo", "alpaca-edgy": "alpaca-edgy", "gsm8k": "gsm8k-train"}
+    out = {}
+    for p in sorted(prefixes):
+        if p in by_prefix:
+            info = dataset_info(by_prefix[p])
+            out[by_prefix[p]] = {"licence": info["licence"], "nc": info["nc"]}
+    return out
+
+
+def _prefix(row_id: str) -> str:
+    for p in ("alpaca-gpt4", "alpaca-edgy", "donotanswer", "stl", "lima", "gsm8k"):
+        if row_id.startswith(p):
+            return p
+    return row_id.split("-")[0]
+
+
+def defense_data(recipe: str = "v2", answers: str = "dataset", lm=None) -> DefenseData:
+    """Refusals, helpful examples and preference pairs of ``recipe`` with a provenance dict: recipe,
+    answer source (and the model, decoding and counts for self-distillation), rows per part and
+    source, and each source's licence (NC flagged)."""
+    _check(recipe, answers, lm)
+    safety, pairs = refusal_examples(recipe), preference_pairs(recipe)
+    prov: dict = {"recipe": recipe, "answers": answers}
+    if recipe == "v1":
+        utility = utility_examples()
+        parts: dict = {"gsm8k": len(utility)}
+    else:
+        utility, parts = _v2_utility(answers, lm)
+    prov["rows"] = {"safety": len(safety), "utility": parts, "pairs": len(pairs)}
+    ids = [e.id for e in safety] + [e.id for e in utility] + [r.id for r, _ in pairs]
+    prov["sources"] = {k: sum(1 for i in ids if _prefix(i) == k) for k in sorted({_prefix(i) for i in ids})}
+    prov["licences"] = _licences(set(prov["sources"]))
+    return DefenseData(safety, utility, pairs, prov)
+
+
+def data_fingerprint(recipe: str = "v1", answers: str = "dataset", lm=None) -> str:
     """Content hash of every defense training row: part of a defended model's identity, so changed
-    data is never mistaken for a finished defense."""
+    data is never mistaken for a finished defense. v1 (the default) hashes exactly what it always
+    did; v2 also hashes the recipe, the answer source and (self) the model's fingerprint."""
     from ..utils.hashing import stable_hash
 
-    return stable_hash([[(e.id, e.prompt, e.completion) for e in refusal_examples()],
-                        [(e.id, e.completion) for e in utility_examples()],
-                        [(r.id, h.completion) for r, h in preference_pairs()]])
+    if recipe == "v1" and answers == "dataset":
+        return stable_hash([[(e.id, e.prompt, e.completion) for e in refusal_examples()],
+                            [(e.id, e.completion) for e in utility_examples()],
+                            [(r.id, h.completion) for r, h in preference_pairs()]])
+    d = defense_data(recipe, answers, lm)
+    return stable_hash({"recipe": recipe, "answers": answers, "model": lm.fingerprint if answers == "self" else None,
+                        "safety": [(e.id, e.prompt, e.completion) for e in d.safety],
+                        "utility": [(e.id, e.prompt, e.completion) for e in d.utility],
+                        "pairs": [(r.id, r.completion, h.completion) for r, h in d.pairs]})
