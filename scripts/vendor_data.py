@@ -140,7 +140,9 @@ def _derived_stl() -> tuple[list, str, dict]:
                        "(Bianchi et al., ICLR 2024)", "version": "commit 36a4b8d", "licence": "CC BY-NC 4.0",
              "nc": True, "paper": "arXiv:2309.07875",
              "filter": f"none: all {len(rows)} rows (harmful or borderline instructions with safe answers: "
-                       "refusals in many phrasings and some helpful safe answers), gzipped JSONL"})
+                       "refusals in many phrasings and some helpful safe answers), gzipped JSONL",
+             "use": "split safe-answers/defense-train; answers the refusal-keyword judge calls refusals are "
+                    "recipe-v2 refusal targets, the others helpful borderline answers (tamperlab.defenses.data)"})
 
 
 def _derived_rho() -> tuple[list, str, dict]:
