@@ -176,8 +176,9 @@ def test_defend_resumes_a_crashed_antidote_run_through_the_entry_point(tiny, tmp
         defend(tiny, "antidote", overrides=kw, out_dir=tmp_path / "b")
     assert (tmp_path / "b" / "work" / "checkpoint" / "state.safetensors").exists()
     out = defend(tiny, "antidote", overrides=kw, out_dir=tmp_path / "b")
-    lines = (out / "train_log.jsonl").read_text().splitlines()
-    assert [__import__("json").loads(x)["step"] for x in lines] == [1, 1, 2, 2, 3, 3, 4, 4]  # resumed, not redone
+    rows = [__import__("json").loads(x) for x in (out / "train_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if r["phase"] != "check"] == [1, 1, 2, 2, 3, 3, 4, 4]  # resumed, not redone
+    assert [r["step"] for r in rows if r["phase"] == "check"] == [0, 4]  # dev checks: undefended, then the end
     got = load_file(str(out / "adversary.safetensors"))
     assert want.keys() == got.keys() and all(torch.allclose(want[k], got[k], atol=1e-6) for k in want)
     assert not (out / "defense.started").exists()

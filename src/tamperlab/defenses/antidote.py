@@ -28,13 +28,14 @@ from ..training.losses import kl_to_reference, preference_loss, sequence_logps, 
 from ..training.sft import TrainConfig
 from ..training.supervised import copy_log
 from ..utils.config import ConfigError
-from ..utils.io import atomic_write_text
 from .base import DEFENSES
+from .card import write_card
+from .checks import BudgetFields, DevChecker, checked_run
 from .data import preference_pairs, utility_examples
 
 
 @dataclass
-class AntiDoteConfig:
+class AntiDoteConfig(BudgetFields):
     steps: int = field(default=60, metadata={"help": "defender steps (the adversary takes as many)"})
     block: int = field(default=5, metadata={"help": "k: adversary steps, then k defender steps, per block"})
     batch_size: int = field(default=4, metadata={"help": "harmful preference pairs per step"})
@@ -99,6 +100,7 @@ class AntiDoteConfig:
         if self.checkpoint_every and self.checkpoint_every % self.block:
             raise ConfigError(f"field 'checkpoint_every': must be a multiple of block={self.block} "
                               f"(checkpoints are taken between blocks), got {self.checkpoint_every}")
+        self.validate_budget(self.steps, self.block)
         for name in ("w_safety", "w_lm", "w_kl", "w_clean_safety", "w_anchor"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"field {name!r}: must be >= 0, got {getattr(self, name)}")
@@ -308,7 +310,9 @@ class AntiDoteTrainer:
         return r
 
     # ---- the game --------------------------------------------------------------------------
-    def train(self, description: str = "defend: AntiDote") -> dict:
+    def train(self, description: str = "defend: AntiDote", checker: DevChecker | None = None) -> dict:
+        """Play the blocks; with a ``checker``, dev checks every ``check_every`` steps and the
+        budget's checkpoint loaded at the end (``self.choice`` says which)."""
         cfg, eng = self.cfg, self.engine
         last: dict = {}
 
@@ -327,7 +331,7 @@ class AntiDoteTrainer:
                 last.update(row)
             return k
 
-        eng.run(cfg.steps, block, description)
+        self.choice = checked_run(eng, checker, self.model, cfg.check_every, cfg.steps, block, description)
         self.model.eval()
         return last
 
@@ -351,7 +355,9 @@ def defend_antidote(lm: LoadedModel, cfg: AntiDoteConfig, out: Path) -> dict:
     engine = Engine(out / "work", mixed_precision=cfg.mixed_precision, grad_accum=cfg.grad_accum,
                     checkpoint_every=cfg.checkpoint_every)
     with AntiDoteTrainer(lm, cfg, engine) as trainer:
-        last = trainer.train()
+        checker = DevChecker(lm, cfg, out / "work", cfg.format) if cfg.check_every else None
+        last = trainer.train(checker=checker)
+        choice = trainer.choice or {}
         save_defended(engine.unwrap(trainer.model), lm.tokenizer, out)
         from safetensors.torch import save_file
 
@@ -360,26 +366,19 @@ def defend_antidote(lm: LoadedModel, cfg: AntiDoteConfig, out: Path) -> dict:
         counts = trainer.param_counts()
         n_pairs = len(trainer.pair_order)
     copy_log(engine, out)
-    atomic_write_text(out / "card.md", _card(cfg, counts, last, n_pairs))
+    write_card(out, "AntiDote-defended model", (
+        f"Defender: LoRA r{cfg.lora_rank} on a frozen base; adversary: patch hypernetwork with "
+        f"{counts['adversary']:,} parameters ({counts['adversary_to_model']:.2%} of the model's {counts['model']:,}), "
+        f"rank-{cfg.adv_rank} {'per-example' if cfg.adv_per_example else 'per-batch'} patches on "
+        f"{', '.join(cfg.adv_targets)}, ‖ΔW‖_F <= {cfg.adv_max_rel_norm} ‖W‖_F (0: unbounded); {n_pairs} "
+        f"preference pairs drawn from `harmful/defense-train`."), cfg, last, choice or None)
     import shutil
 
-    shutil.rmtree(out / "work" / "checkpoint", ignore_errors=True)  # finished: resume state not needed
-    return {"params": counts, "final": last,
+    for d in ("checkpoint", "checks"):  # finished: resume state and check snapshots not needed
+        shutil.rmtree(out / "work" / d, ignore_errors=True)
+    return {"params": counts, "final": last, **choice,
             "data": {"pairs": "harmful/defense-train (data/vendor/refusals + data/vendor/defense_harmful)",
                      "utility": "gsm8k/defense-train"}}
-
-
-def _card(cfg: AntiDoteConfig, counts: dict, last: dict, n_pairs: int) -> str:
-    from dataclasses import asdict
-
-    rows = "\n".join(f"| {k} | {v} |" for k, v in asdict(cfg).items())
-    fin = "\n".join(f"| {k} | {v:.4g} |" for k, v in last.items() if isinstance(v, float))
-    return (f"# AntiDote-defended model\n\nDefender: LoRA r{cfg.lora_rank} on a frozen base; adversary: "
-            f"patch hypernetwork with {counts['adversary']:,} parameters "
-            f"({counts['adversary_to_model']:.2%} of the model's {counts['model']:,}), rank-{cfg.adv_rank} patches on "
-            f"{', '.join(cfg.adv_targets)}.\n\nData: refusal/harmful preference pairs from `harmful/defense-train` "
-            f"and GSM8K `gsm8k/defense-train` for utility.\n\n## Config\n\n| key | value |\n|---|---|\n{rows}\n\n"
-            f"## Final step\n\n| quantity | value |\n|---|---|\n{fin}\n")
 
 
 DEFENSES.register("antidote", defend_antidote, config_cls=AntiDoteConfig,

@@ -13,11 +13,13 @@ from ..training.sft import TrainConfig
 from ..training.supervised import copy_log, train_supervised
 from ..utils.config import ConfigError
 from .base import DEFENSES
+from .card import write_card
+from .checks import BudgetFields, DevChecker, checked_run
 from .data import mix, refusal_examples, utility_examples
 
 
 @dataclass
-class SFTDefenseConfig(TrainConfig):
+class SFTDefenseConfig(BudgetFields, TrainConfig):
     method: str = field(default="lora", metadata={"help": "lora | full"})
     lr: float = field(default=2e-4, metadata={"help": "peak learning rate"})
     steps: int | None = field(default=60, metadata={"help": "optimizer steps"})
@@ -31,6 +33,7 @@ class SFTDefenseConfig(TrainConfig):
 
     def validate(self) -> None:
         super().validate()
+        self.validate_budget(self.steps or 1)
         if self.checkpoint_every < 0:
             raise ConfigError(f"field 'checkpoint_every': must be >= 0, got {self.checkpoint_every}")
         if not 0 <= self.utility_fraction < 1:
@@ -49,12 +52,22 @@ def defend_sft(lm: LoadedModel, cfg: SFTDefenseConfig, out: Path) -> dict:
     set_seed(cfg.seed)
     engine = Engine(out / "work", mixed_precision=cfg.mixed_precision, grad_accum=cfg.grad_accum,
                     checkpoint_every=cfg.checkpoint_every)
+    choice: dict = {}
     with trainable_model(lm.model, tcfg) as model:
-        last = train_supervised(engine, model, lm, pool, tcfg, description="defend: refusal SFT")
+        checker = DevChecker(lm, cfg, out / "work", cfg.format) if cfg.check_every else None
+
+        def run(total, step_fn, description):
+            choice.update(checked_run(engine, checker, model, cfg.check_every, total, step_fn, description) or {})
+
+        last = train_supervised(engine, model, lm, pool, tcfg, description="defend: refusal SFT", run=run)
         save_defended(engine.unwrap(model), lm.tokenizer, out)
     copy_log(engine, out)
-    shutil.rmtree(out / "work" / "checkpoint", ignore_errors=True)  # finished: resume state not needed
-    return {"examples": len(pool), "final": {k: v for k, v in last.items() if k != "examples"},
+    write_card(out, "Refusal-SFT-defended model", (
+        f"{'LoRA r' + str(cfg.lora_rank) + ' on a frozen base' if cfg.method == 'lora' else 'Full fine-tune'}, "
+        f"{len(pool)} examples ({cfg.utility_fraction:.0%} utility)."), cfg, last, choice or None)
+    for d in ("checkpoint", "checks"):  # finished: resume state and check snapshots not needed
+        shutil.rmtree(out / "work" / d, ignore_errors=True)
+    return {"examples": len(pool), "final": {k: v for k, v in last.items() if k != "examples"}, **choice,
             "data": {"safety": "harmful/defense-train (data/vendor/refusals)", "utility": "gsm8k/defense-train"}}
 
 

@@ -256,6 +256,7 @@ class Engine:
             if (old / "meta.json").exists():
                 old.rename(final)
             else:
+                self.log_path.unlink(missing_ok=True)  # a run that crashed before its first checkpoint restarts
                 return 0, {}
         meta = json.loads((final / "meta.json").read_text())
         tensors = load_file(str(final / "state.safetensors"))
@@ -279,9 +280,11 @@ class Engine:
         return meta["step"], meta["extra"]
 
     def run(self, total: int, step_fn: Callable[[int], int], description: str = "training",
-            on_resume: Callable[[int], None] | None = None) -> int:
+            on_resume: Callable[[int], None] | None = None,
+            after_step: Callable[[int], None] | None = None) -> int:
         """Resume, then call ``step_fn(step)`` until ``total`` steps are done; ``step_fn`` makes
-        one or more steps (a block) from ``step`` and returns how many. Checkpoints between calls."""
+        one or more steps (a block) from ``step`` and returns how many. ``after_step(step)`` runs
+        after each call (dev checks), before the checkpoint, so a resume never repeats it."""
         start, _ = self.resume()
         if on_resume:
             on_resume(start)
@@ -294,5 +297,7 @@ class Engine:
                     raise RuntimeError(f"step function made no progress at step {step}")
                 step += n
                 advance(n)
+                if after_step:
+                    after_step(step)
                 self.maybe_checkpoint(step, total)
         return step

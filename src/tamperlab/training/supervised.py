@@ -54,9 +54,10 @@ class SupervisedBatches:
 
 
 def train_supervised(engine: Engine, model, lm: LoadedModel, pool: list[SFTExample], cfg, *,
-                     description: str = "training") -> dict:
+                     description: str = "training", run=None) -> dict:
     """Fine-tune ``model`` (already LoRA-wrapped or a full copy) on ``pool`` with ``cfg`` (a
-    TrainConfig); logs each step to the engine's JSONL. Returns the last step's numbers."""
+    TrainConfig); logs each step to the engine's JSONL. Returns the last step's numbers.
+    ``run(total, step_fn, description)`` replaces ``engine.run`` (a defense adds dev checks)."""
     steps = cfg.total_steps(len(pool))
     player = engine.add_player("model", model, lr=cfg.lr, total_steps=steps, scheduler=cfg.scheduler,
                                warmup_steps=cfg.warmup_steps, weight_decay=cfg.weight_decay,
@@ -72,7 +73,7 @@ def train_supervised(engine: Engine, model, lm: LoadedModel, pool: list[SFTExamp
         last.update(row)
         return 1
 
-    engine.run(steps, one, description)
+    (run or engine.run)(steps, one, description)
     player.module.eval()
     return {"examples": len(data.pool), **last}
 

@@ -1,0 +1,93 @@
+"""Defense training keeps the last checkpoint within the over-refusal and utility budget, and
+says so when none is; the utility measure on a hand-computable case."""
+import json
+import math
+
+import pytest
+import torch
+
+from tamperlab.defenses.checks import BudgetFields, DevChecker, utility_nll
+from tamperlab.training import SFTExample
+from tamperlab.training.engine import Engine
+
+
+class _Uniform(torch.nn.Module):
+    """Every next token equally likely: the NLL of any answer is ln(vocab) per token."""
+
+    def __init__(self, vocab):
+        super().__init__()
+        self.vocab = vocab
+        self.w = torch.nn.Parameter(torch.zeros(1))
+
+    def forward(self, input_ids, attention_mask=None):
+        return type("Out", (), {"logits": torch.zeros(*input_ids.shape, self.vocab) + 0 * self.w})()
+
+
+def test_utility_nll_of_a_uniform_model_is_log_vocab(tiny):
+    ex = [SFTExample("a", "Say hi.", "Hi there, friend."), SFTExample("b", "Count.", "One two three four five.")]
+    vocab = len(tiny.tokenizer)
+    got = utility_nll(_Uniform(vocab), tiny, ex, "chat")
+    assert got == pytest.approx(math.log(vocab), rel=1e-6)
+
+
+def _checker(tmp_path, rows, tiny):
+    c = DevChecker(tiny, BudgetFields(budget_overrefusal=0.1, budget_nll=0.05), tmp_path)
+    c.rows = rows
+    return c
+
+
+def _row(step, over, nll):
+    return {"step": step, "overrefusal": over, "utility_nll": nll, "n_overrefusal": 10, "n_utility": 10}
+
+
+def test_keeps_the_last_checked_step_within_budget_and_loads_its_weights(tiny, tmp_path):
+    from safetensors.torch import save_file
+
+    lin = torch.nn.Linear(2, 2)
+    eng = Engine(tmp_path / "e")
+    for step, value in ((10, 1.0), (20, 2.0), (30, 3.0)):  # the snapshot of each checked step
+        (tmp_path / "checks").mkdir(exist_ok=True)
+        save_file({"weight": torch.full((2, 2), value), "bias": torch.full((2,), value)},
+                  str(tmp_path / "checks" / f"step-{step}.safetensors"))
+    rows = [_row(0, 0.10, 2.00),
+            _row(10, 0.20, 2.10),  # within: 0.20 <= 0.10 + 0.1, 2.10 <= 2.00 x 1.05
+            _row(20, 0.25, 2.00),  # over-refusal over budget
+            _row(30, 0.15, 2.11)]  # utility over budget
+    choice = _checker(tmp_path, rows, tiny).select(lin, eng, last_step=30)
+    assert choice["selected_step"] == 10 and choice["within_budget"] is True
+    assert torch.equal(lin.weight, torch.full((2, 2), 1.0)) and torch.equal(lin.bias, torch.full((2,), 1.0))
+    assert choice["budget"]["overrefusal"] == "<= 0.100 + 0.1"
+
+
+def test_no_step_within_budget_keeps_the_last_and_says_so(tiny, tmp_path):
+    lin = torch.nn.Linear(2, 2)
+    before = lin.weight.detach().clone()
+    rows = [_row(0, 0.0, 2.0), _row(10, 0.5, 2.0), _row(20, 0.0, 3.0)]
+    choice = _checker(tmp_path, rows, tiny).select(lin, Engine(tmp_path / "e"), last_step=20)
+    assert choice["selected_step"] == 20 and choice["within_budget"] is False
+    assert torch.equal(lin.weight, before)  # the last step's weights are already in the model
+
+
+def test_defend_records_checks_the_choice_and_draws_the_card(tiny, tmp_path):
+    from tamperlab.defenses import defend
+
+    out = defend(tiny, "sft", overrides={"steps": 4, "batch_size": 2, "max_length": 64, "lora_targets": ["q_proj"],
+                                         "check_every": 2, "check_overrefusal_n": 4, "check_utility_n": 4,
+                                         "check_max_new_tokens": 8}, out_dir=tmp_path / "d")
+    info = json.loads((out / "defense.json").read_text())
+    assert [c["step"] for c in info["checks"]] == [0, 2, 4]
+    assert info["selected_step"] in (2, 4) and isinstance(info["within_budget"], bool)
+    assert all(c["n_overrefusal"] == 4 and c["n_utility"] == 4 for c in info["checks"])
+    card = (out / "card.md").read_text()
+    assert "Dev checks and the kept checkpoint" in card and (out / "training.png").exists()
+    assert not (out / "work" / "checks").exists()  # snapshots are resume state, removed when done
+
+
+def test_check_every_must_fit_the_block(tiny):
+    from tamperlab.defenses.antidote import AntiDoteConfig
+    from tamperlab.utils.config import ConfigError
+
+    with pytest.raises(ConfigError, match="field 'check_every': must be a multiple of block=5"):
+        AntiDoteConfig(check_every=7).validate()
+    with pytest.raises(ConfigError, match="field 'check_judge': unknown judge 'nope'"):
+        AntiDoteConfig(check_judge="nope").validate()
