@@ -100,12 +100,20 @@ def describe_task(p: dict) -> str:
     return f"run of model {p['model']!r}, cell {p['cell_label']!r} ({p['cell']}), seed {p['seed']}"
 
 
+class StudyTaskError(RuntimeError):
+    """A defense or run of a study failed; ``payload`` says which (the message names it)."""
+
+    def __init__(self, payload: dict, message: str):
+        super().__init__(message)
+        self.payload = payload
+
+
 def run_tasks(executor: str, payloads: list[dict], job, workers: int, on_done) -> None:
-    """Hand ``payloads`` to the executor; a failure becomes one RuntimeError naming the task."""
+    """Hand ``payloads`` to the executor; a failure becomes one StudyTaskError naming the task."""
     try:
         EXECUTORS.get(executor).obj(payloads, job, workers, on_done)
     except TaskFailed as e:
-        raise RuntimeError(f"{describe_task(e.payload)} failed: {e}") from e.__cause__
+        raise StudyTaskError(e.payload, f"{describe_task(e.payload)} failed: {e}") from e.__cause__
 
 
 def plan(cfg: DurabilityConfig, model_paths: dict[str, str]) -> list[dict]:
