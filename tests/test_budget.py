@@ -91,3 +91,15 @@ def test_check_every_must_fit_the_block(tiny):
         AntiDoteConfig(check_every=7).validate()
     with pytest.raises(ConfigError, match="field 'check_judge': unknown judge 'nope'"):
         AntiDoteConfig(check_judge="nope").validate()
+
+
+def test_utility_suites_run_on_the_tiny_model(tiny, tmp_path):
+    from tamperlab.evaluation.config import EvalConfig
+    from tamperlab.evaluation.runner import evaluate
+
+    res = evaluate(tiny, EvalConfig(suite=["utility-nll", "borderline", "instructions"], limit=3, max_new_tokens=4,
+                                    judge="refusal-keyword", harm_judge="none"), tmp_path)
+    u = res["suites"]["utility-nll"]
+    assert u["split"] == "instructions/eval" and u["n"] == 3 and u["nll"] > 0
+    assert res["suites"]["borderline"]["split"] == "borderline/eval" and res["suites"]["borderline"]["n"] == 3
+    assert res["suites"]["instructions"]["n"] == 3

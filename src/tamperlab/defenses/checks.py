@@ -56,10 +56,10 @@ class BudgetFields:
                               f"{', '.join(JUDGES.names())}")
 
 
-def utility_nll(model, lm: LoadedModel, examples: list[SFTExample], fmt: str, max_length: int = 256,
-                batch_size: int = 8) -> float:
-    """Mean per-token NLL of the reference completions (all tokens pooled)."""
-    total, count = 0.0, 0
+def answer_nlls(model, lm: LoadedModel, examples: list[SFTExample], fmt: str, max_length: int = 256,
+                batch_size: int = 8) -> list[tuple[float, int]]:
+    """(summed NLL, completion tokens) of each reference completion, in order."""
+    out: list[tuple[float, int]] = []
     was = model.training
     model.eval()
     with torch.no_grad():
@@ -67,11 +67,17 @@ def utility_nll(model, lm: LoadedModel, examples: list[SFTExample], fmt: str, ma
             feats = build_features(lm.tokenizer, examples[i:i + batch_size], fmt, max_length)
             b = collate(feats, lm.pad_id, lm.device)
             lp, mask = token_logps(model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits,
-                                   b["labels"])
-            total += float(-lp.sum())
-            count += int(mask.sum())
+                                   b["labels"])  # (B, T-1)
+            out += [(float(-s), int(n)) for s, n in zip(lp.sum(-1), mask.sum(-1))]
     model.train(was)
-    return total / max(count, 1)
+    return out
+
+
+def utility_nll(model, lm: LoadedModel, examples: list[SFTExample], fmt: str, max_length: int = 256,
+                batch_size: int = 8) -> float:
+    """Mean per-token NLL of the reference completions (all tokens pooled)."""
+    terms = answer_nlls(model, lm, examples, fmt, max_length, batch_size)
+    return sum(s for s, _ in terms) / max(sum(n for _, n in terms), 1)
 
 
 class DevChecker:
