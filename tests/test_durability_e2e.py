@@ -14,9 +14,10 @@ import yaml
 from tamperlab.durability import ResultStore, load_study, run_study
 
 TINY = Path(__file__).resolve().parents[1] / "configs" / "durability" / "tiny.yaml"
-# reference: 1 run x 1 step x 2 formats; attacked: 2 cells x 2 seeds x 3 steps x 2 formats (harm/asr);
-# baseline: 2 models x 2 formats x (overrefusal/refusal_rate, mmlu/accuracy)
-EXPECTED_ROWS = 1 * 1 * 2 + 2 * 2 * 3 * 2 + 2 * 2 * 2
+# reference: 1 run x 1 step x 2 formats; attacked: 2 cells x 2 seeds x 3 steps x 2 formats, each with
+# harm/asr and harm/harmful_rate; baseline: 2 models x 2 formats x (overrefusal/refusal_rate,
+# overrefusal/not_complied_rate, mmlu/accuracy)
+EXPECTED_ROWS = (1 * 1 * 2 + 2 * 2 * 3 * 2) * 2 + 2 * 2 * 3
 RUNS = 1 + 2 * 2 + 2
 
 
@@ -40,10 +41,11 @@ def test_every_row_is_stored_once_with_its_provenance(finished):
     keys = {(r["model"], r["cell"], r["seed"], r["step"], r["format"], r["suite"], r["metric"]) for r in rows}
     assert len(keys) == EXPECTED_ROWS
     harm = [r for r in rows if r["suite"] == "harm"]
-    assert {r["judge"] for r in harm} == {"refusal-classifier"}
+    assert {r["judge"] for r in harm} == {"compliance"} and {r["metric"] for r in harm} == {"asr", "harmful_rate"}
     assert {r["split"] for r in harm} == {"harmful/eval"} and {r["n"] for r in harm} == {8}
     base = [r for r in rows if r["cell"] == "baseline"]
-    assert {(r["suite"], r["metric"]) for r in base} == {("overrefusal", "refusal_rate"), ("mmlu", "accuracy")}
+    assert {(r["suite"], r["metric"]) for r in base} == {("overrefusal", "refusal_rate"),
+                                                         ("overrefusal", "not_complied_rate"), ("mmlu", "accuracy")}
     assert {r["step"] for r in base} == {0} and {r["n"] for r in base} == {4}
     attacked = [r for r in rows if r["model"] == "refusal-sft" and r["suite"] == "harm"]
     assert {r["step"] for r in attacked} == {0, 3, 6} and {r["seed"] for r in attacked} == {0, 1}

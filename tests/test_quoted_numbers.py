@@ -30,6 +30,7 @@ def _copy_repo_results(tmp_path: Path) -> Path:
     shutil.copytree(ROOT / "docs", tmp_path / "docs")
     shutil.copy(ROOT / "README.md", tmp_path / "README.md")
     for rel in ("src/tamperlab/judges/weights/refusal_classifier.json",
+                "src/tamperlab/judges/weights/harm_classifier.json",
                 "src/tamperlab/data/vendor/attack_harmful/PROVENANCE.json",
                 "src/tamperlab/data/vendor/refusals/PROVENANCE.json"):
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)

@@ -177,13 +177,15 @@ def evaluate(model: str, out: Path, config: Path | None, sets: tuple[str, ...]) 
 @main.command()
 @click.argument("file", type=click.Path(path_type=Path))
 @click.option("--judge", "judge_spec", default="refusal-classifier", show_default=True,
-              help="refusal-keyword | refusal-classifier | llm-judge[:openai:MODEL|:hf:MODEL]")
+              help="refusal-keyword | refusal-classifier | harm-classifier | compliance | "
+                   "llm-judge[:openai:MODEL|:hf:MODEL]")
 @click.option("--out", "out", required=True, type=click.Path(path_type=Path), help="output JSONL")
 @friendly_errors
 def judge(file: Path, judge_spec: str, out: Path) -> None:
-    """Score completions made elsewhere: FILE is JSONL/CSV with 'prompt' and 'completion'."""
+    """Score completions made elsewhere: FILE is JSONL/CSV with 'prompt' and 'completion'. Refusal
+    judges add 'refused'; harm-classifier adds 'harmful' and 'complied' (compliance: all three)."""
     from .data import read_rows_file
-    from .evaluation.metrics import mean_score, refusal_rate
+    from .evaluation.metrics import harmful_rate, mean_score, not_complied_rate, refusal_rate
     from .judges import get_judge
     from .utils.io import atomic_write_jsonl
 
@@ -191,18 +193,33 @@ def judge(file: Path, judge_spec: str, out: Path) -> None:
     j = get_judge(judge_spec)
     verdicts = j.judge([r["prompt"] for r in rows], [r["completion"] for r in rows])
     atomic_write_jsonl(out, [{**r, **v.as_row(j)} for r, v in zip(rows, verdicts)])
-    summary = {"judge": j.describe(), **refusal_rate([v.refused for v in verdicts]),
-               f"mean_{j.score_name}": mean_score([v.score for v in verdicts])}
+    summary = {"judge": j.describe()}
+    if any(v.refused is not None for v in verdicts) or not any(v.harmful is not None for v in verdicts):
+        summary.update(refusal_rate([v.refused for v in verdicts]))
+    if any(v.harmful is not None for v in verdicts):
+        summary.update({**harmful_rate([v.harmful for v in verdicts]),
+                        **not_complied_rate([v.complied for v in verdicts]), "n": len(verdicts)})
+    summary[f"mean_{j.score_name}"] = mean_score([v.score for v in verdicts])
     click.echo(json.dumps(summary, indent=2))
 
 
 @main.command("train-judge")
-def train_judge() -> None:
-    """Re-fit the refusal classifier on XSTest human labels and print its held-out agreement."""
-    from .judges.classifier import WEIGHTS, train
+@click.option("--judge", "which", default="refusal-classifier", show_default=True,
+              type=click.Choice(["refusal-classifier", "harm-classifier"]))
+def train_judge(which: str) -> None:
+    """Re-fit a learned judge and print its held-out agreement: refusal-classifier (XSTest human
+    labels) or harm-classifier (JailbreakBench answers labelled by LlamaGuard-2, llama-3 held out;
+    embeddings cached under runs/judge-cache)."""
+    if which == "harm-classifier":
+        from .judges.harm import WEIGHTS, train
 
-    report = train()
-    report.pop("coef")
+        report = train()
+        report.pop("heads")
+    else:
+        from .judges.classifier import WEIGHTS, train
+
+        report = train()
+        report.pop("coef")
     click.echo(json.dumps(report, indent=2))
     console.print(f"wrote {WEIGHTS}")
 

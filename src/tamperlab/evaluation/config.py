@@ -13,8 +13,12 @@ class EvalConfig:
                              metadata={"help": "suites (a list, or comma-separated)"})
     limit: int | None = field(default=None, metadata={"help": "first N items of each suite's fixed split order"})
     seed: int = field(default=0, metadata={"help": "seed for sampling (generation is greedy unless do_sample)"})
-    judge: str = field(default="refusal-classifier", metadata={
-        "help": "refusal-keyword | refusal-classifier | llm-judge[:openai:MODEL|:hf:MODEL]"})
+    judge: str = field(default="compliance", metadata={
+        "help": "compliance (refused + complied + harmful) | refusal-keyword | refusal-classifier | "
+                "harm-classifier | llm-judge[:openai:MODEL|:hf:MODEL]"})
+    harm_judge: str = field(default="harm-classifier", metadata={
+        "help": "adds harmful/complied (harm.harmful_rate, overrefusal.not_complied_rate) when the judge "
+                "gives only refusals; none = skip"})
     prompts: str | None = field(default=None, metadata={
         "help": "your own prompt file (.jsonl/.csv with a 'prompt' column) replacing the harm suite's prompts"})
     format: str = field(default="chat", metadata={"help": "prompt format: chat | plain | any prompts/formats/*.yaml"})
@@ -51,6 +55,9 @@ class EvalConfig:
         judge = (self.judge or "").partition(":")[0]
         if judge not in JUDGES:
             raise ConfigError(f"field 'judge': unknown judge {judge!r}; known: {', '.join(JUDGES.names())}")
+        hj = (self.harm_judge or "none").partition(":")[0]
+        if hj != "none" and hj not in JUDGES:
+            raise ConfigError(f"field 'harm_judge': unknown judge {hj!r}; known: none, {', '.join(JUDGES.names())}")
         if self.prompts is not None and not Path(self.prompts).is_file():
             raise ConfigError(f"field 'prompts': file not found: {self.prompts}")
         if self.format not in list_formats():

