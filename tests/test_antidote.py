@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from tamperlab.defenses.antidote import AntiDoteConfig, AntiDoteTrainer
+from tamperlab.defenses.data import DefenseData
 from tamperlab.models.hooks import find_sites, low_rank_patch
 from tamperlab.training import SFTExample
 from tamperlab.training.engine import Engine
@@ -139,8 +140,7 @@ def test_defend_antidote_writes_model_adapter_adversary_and_card(tiny, tmp_path,
 
     from tamperlab.defenses import antidote, defend
 
-    monkeypatch.setattr(antidote, "preference_pairs", lambda: PAIRS)
-    monkeypatch.setattr(antidote, "utility_examples", lambda: BENIGN)
+    monkeypatch.setattr(antidote, "defense_data", lambda *a, **k: DefenseData([], BENIGN, PAIRS, {"recipe": "test"}))
     out = defend(tiny, "antidote", overrides={"steps": 2, "block": 1, "batch_size": 2, "benign_batch_size": 2,
                                               "max_length": 64, "lora_targets": ["q_proj"]}, out_dir=tmp_path / "d")
     info = json.loads((out / "defense.json").read_text())
@@ -157,8 +157,7 @@ def test_defend_resumes_a_crashed_antidote_run_through_the_entry_point(tiny, tmp
 
     from tamperlab.defenses import antidote, defend
 
-    monkeypatch.setattr(antidote, "preference_pairs", lambda: PAIRS)
-    monkeypatch.setattr(antidote, "utility_examples", lambda: BENIGN)
+    monkeypatch.setattr(antidote, "defense_data", lambda *a, **k: DefenseData([], BENIGN, PAIRS, {"recipe": "test"}))
     kw = {"steps": 4, "block": 1, "batch_size": 2, "benign_batch_size": 2, "max_length": 64,
           "lora_targets": ["q_proj"], "checkpoint_every": 2, "warmup_steps": 0}
     want = load_file(str(defend(tiny, "antidote", overrides=kw, out_dir=tmp_path / "a") / "adversary.safetensors"))

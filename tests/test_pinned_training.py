@@ -21,7 +21,8 @@ def _sft(tiny, tmp_path) -> dict:
     from tamperlab.defenses import defend
     from tamperlab.models import load_model
 
-    out = defend(tiny, "sft", overrides={"steps": 3, "batch_size": 2, "max_length": 64, "warmup_steps": 1, "check_every": 0,
+    out = defend(tiny, "sft", overrides={"steps": 3, "batch_size": 2, "max_length": 64, "warmup_steps": 1,
+                                         "check_every": 0, "data_recipe": "v1",
                                          "lora_targets": ["q_proj", "v_proj"]}, out_dir=tmp_path / "sft")
     return {"log": _log(out / "train_log.jsonl", ("step", "loss")), "weights": _sums(load_model(str(out)).model)}
 

@@ -31,11 +31,11 @@ from ..utils.config import ConfigError
 from .base import DEFENSES
 from .card import write_card
 from .checks import BudgetFields, DevChecker, checked_run
-from .data import preference_pairs, utility_examples
+from .data import DataFields, defense_data
 
 
 @dataclass
-class AntiDoteConfig(BudgetFields):
+class AntiDoteConfig(DataFields, BudgetFields):
     steps: int = field(default=60, metadata={"help": "defender steps (the adversary takes as many)"})
     block: int = field(default=5, metadata={"help": "k: adversary steps, then k defender steps, per block"})
     batch_size: int = field(default=4, metadata={"help": "harmful preference pairs per step"})
@@ -101,6 +101,7 @@ class AntiDoteConfig(BudgetFields):
             raise ConfigError(f"field 'checkpoint_every': must be a multiple of block={self.block} "
                               f"(checkpoints are taken between blocks), got {self.checkpoint_every}")
         self.validate_budget(self.steps, self.block)
+        self.validate_data()
         for name in ("w_safety", "w_lm", "w_kl", "w_clean_safety", "w_anchor"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"field {name!r}: must be >= 0, got {getattr(self, name)}")
@@ -120,8 +121,12 @@ class AntiDoteTrainer:
         if engine.grad_accum != cfg.grad_accum:
             raise ConfigError(f"field 'grad_accum': config says {cfg.grad_accum}, the engine {engine.grad_accum}")
         self.pad = lm.pad_id
-        pairs = pairs if pairs is not None else preference_pairs()
-        benign = benign if benign is not None else utility_examples()
+        self.provenance: dict = {"pairs": "given", "utility": "given"}
+        if pairs is None or benign is None:
+            data = defense_data(cfg.data_recipe, cfg.utility_answers, lm)
+            pairs = pairs if pairs is not None else data.pairs
+            benign = benign if benign is not None else data.utility
+            self.provenance = data.provenance
         if not pairs:
             raise ConfigError("AntiDote needs (refusal, harmful answer) pairs; none found")
         torch.manual_seed(cfg.seed)
@@ -364,7 +369,8 @@ def defend_antidote(lm: LoadedModel, cfg: AntiDoteConfig, out: Path) -> dict:
         save_file({k: v.detach().cpu().contiguous() for k, v in engine.unwrap(trainer.adversary).state_dict().items()},
                   str(out / "adversary.safetensors"))
         counts = trainer.param_counts()
-        n_pairs = len(trainer.pair_order)
+        n_pairs = len({c[0].id for c in trainer.pair_order})
+        provenance = trainer.provenance
     copy_log(engine, out)
     write_card(out, "AntiDote-defended model", (
         f"Defender: LoRA r{cfg.lora_rank} on a frozen base; adversary: patch hypernetwork with "
@@ -377,8 +383,7 @@ def defend_antidote(lm: LoadedModel, cfg: AntiDoteConfig, out: Path) -> dict:
     for d in ("checkpoint", "checks"):  # finished: resume state and check snapshots not needed
         shutil.rmtree(out / "work" / d, ignore_errors=True)
     return {"params": counts, "final": last, **choice,
-            "data": {"pairs": "harmful/defense-train (data/vendor/refusals + data/vendor/defense_harmful)",
-                     "utility": "gsm8k/defense-train"}}
+            "data": provenance}
 
 
 DEFENSES.register("antidote", defend_antidote, config_cls=AntiDoteConfig,

@@ -49,7 +49,7 @@ def defend(model: str | LoadedModel, method: str, cfg=None, out_dir: str | Path 
     out = Path(out_dir)
     from .data import data_fingerprint
 
-    key = stable_hash({"method": method, "base": lm.fingerprint, "config": asdict(cfg), "data": data_fingerprint()})
+    key = stable_hash({"method": method, "base": lm.fingerprint, "config": asdict(cfg), "data": data_fingerprint(getattr(cfg, "data_recipe", "v1"), getattr(cfg, "utility_answers", "dataset"), lm)})
     done = out / DONE
     if done.exists():
         info = json.loads(done.read_text())

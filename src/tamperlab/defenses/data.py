@@ -231,6 +231,25 @@ def preference_pairs(recipe: str = "v1") -> list[tuple[SFTExample, SFTExample]]:
 
 
 @dataclass
+class DataFields:
+    """Dataclass fields every defense config carries: which data it trains on (recorded in its
+    identity and in defense.json)."""
+    data_recipe: str = field(default="v2", metadata={
+        "help": "v2: audited refusals in many phrasings + general instructions, helpful borderline answers and "
+                "GSM8K | v1: the original (Do-Not-Answer refusals, six templates, GSM8K only)"})
+    utility_answers: str = field(default="dataset", metadata={
+        "help": "v2 helpful answers: dataset (LIMA/Alpaca-GPT4's own) | self (the original model's, self-distilled)"})
+
+    def validate_data(self) -> None:
+        from ..utils.config import ConfigError
+
+        if self.data_recipe not in RECIPES:
+            raise ConfigError(f"field 'data_recipe': one of {', '.join(RECIPES)}, got {self.data_recipe!r}")
+        if self.utility_answers not in ("dataset", "self"):
+            raise ConfigError(f"field 'utility_answers': dataset | self, got {self.utility_answers!r}")
+
+
+@dataclass
 class DefenseData:
     """Everything a defense trains on for one recipe, and where it came from."""
     safety: list[SFTExample]

@@ -15,11 +15,11 @@ from ..utils.config import ConfigError
 from .base import DEFENSES
 from .card import write_card
 from .checks import BudgetFields, DevChecker, checked_run
-from .data import mix, refusal_examples, utility_examples
+from .data import DataFields, defense_data, mix
 
 
 @dataclass
-class SFTDefenseConfig(BudgetFields, TrainConfig):
+class SFTDefenseConfig(DataFields, BudgetFields, TrainConfig):
     method: str = field(default="lora", metadata={"help": "lora | full"})
     lr: float = field(default=2e-4, metadata={"help": "peak learning rate"})
     steps: int | None = field(default=60, metadata={"help": "optimizer steps"})
@@ -29,11 +29,12 @@ class SFTDefenseConfig(BudgetFields, TrainConfig):
     lora_rank: int = field(default=16, metadata={"help": "LoRA rank"})
     lora_alpha: float = field(default=32.0, metadata={"help": "LoRA alpha"})
     n_safety: int | None = field(default=None, metadata={"help": "refusal examples used (default all)"})
-    utility_fraction: float = field(default=0.5, metadata={"help": "share of utility (GSM8K) examples in the mix"})
+    utility_fraction: float = field(default=0.5, metadata={"help": "share of helpful (utility) examples in the mix"})
 
     def validate(self) -> None:
         super().validate()
         self.validate_budget(self.steps or 1)
+        self.validate_data()
         if self.checkpoint_every < 0:
             raise ConfigError(f"field 'checkpoint_every': must be >= 0, got {self.checkpoint_every}")
         if not 0 <= self.utility_fraction < 1:
@@ -47,7 +48,8 @@ def defend_sft(lm: LoadedModel, cfg: SFTDefenseConfig, out: Path) -> dict:
     """On the engine, LoRA on the shared base (no model copy), resumable from ``out/work``."""
     from transformers.trainer_utils import set_seed
 
-    pool = mix(refusal_examples(), utility_examples(), cfg.utility_fraction, cfg.n_safety)
+    data = defense_data(cfg.data_recipe, cfg.utility_answers, lm)
+    pool = mix(data.safety, data.utility, cfg.utility_fraction, cfg.n_safety)
     tcfg = cfg.train_config()
     set_seed(cfg.seed)
     engine = Engine(out / "work", mixed_precision=cfg.mixed_precision, grad_accum=cfg.grad_accum,
@@ -68,7 +70,7 @@ def defend_sft(lm: LoadedModel, cfg: SFTDefenseConfig, out: Path) -> dict:
     for d in ("checkpoint", "checks"):  # finished: resume state and check snapshots not needed
         shutil.rmtree(out / "work" / d, ignore_errors=True)
     return {"examples": len(pool), "final": {k: v for k, v in last.items() if k != "examples"}, **choice,
-            "data": {"safety": "harmful/defense-train (data/vendor/refusals)", "utility": "gsm8k/defense-train"}}
+            "data": data.provenance}
 
 
 DEFENSES.register("sft", defend_sft, config_cls=SFTDefenseConfig,
