@@ -27,12 +27,9 @@ def training_figure(log_path: Path, png: Path, choice: dict | None = None) -> Pa
     panels = [(keys, title) for keys, title in PANELS if any(k in r for r in rows for k in keys)]
     if not panels:
         return None
-    import matplotlib
+    from ..utils.plotting import pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3.0), squeeze=False)
+    fig, axes = pyplot().subplots(1, len(panels), figsize=(3.6 * len(panels), 3.0), squeeze=False)
     for ax, (keys, title) in zip(axes[0], panels):
         for k in keys:
             for phase in sorted({r.get("phase", "") for r in rows if k in r}):
@@ -45,11 +42,7 @@ def training_figure(log_path: Path, png: Path, choice: dict | None = None) -> Pa
         ax.set_title(title, fontsize=9)
         ax.set_xlabel("step")
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(png, dpi=110)
-    plt.close(fig)
-    return png
+    return save_figure(fig, png)
 
 
 def budget_section(choice: dict | None) -> str:

