@@ -122,6 +122,32 @@ def test_a_failing_run_is_named_and_finished_runs_are_kept(tmp_path):
         assert len(s.done_runs()) == 1
 
 
+def _in_place(lm, cfg, on_checkpoint):
+    import torch
+
+    on_checkpoint(0, lm)
+    with torch.no_grad():
+        next(lm.model.parameters()).add_(1.0)
+    on_checkpoint(1, lm)
+
+
+def test_an_attack_that_changes_the_shared_model_is_stopped(tmp_path):
+    from tamperlab.attacks.finetune import AttackConfig
+    from tamperlab.models import load_model
+    from tamperlab.models.loading import _CACHE, weights_fingerprint
+
+    register_attack("in-place-test", AttackConfig, AttackSpec(run=_in_place, describe=lambda cfgs, steps: "x"))
+    try:
+        cfg = _cfg(tmp_path, {**STUDY, "attack": {**STUDY["attack"], "kind": "in-place-test"}})
+        with pytest.raises(RuntimeError, match="changed the weights of the model it was given"):
+            run_study(cfg, tmp_path / "out")
+    finally:
+        ATTACKS._entries.pop("in-place-test")
+        for key in [k for k, v in _CACHE.items() if v.fingerprint != weights_fingerprint(v.model)]:
+            _CACHE.pop(key)  # the damaged shared model: later tests load a fresh one
+    assert load_model("tiny-llama").fingerprint == weights_fingerprint(load_model("tiny-llama").model)
+
+
 def test_the_docs_subprocess_executor_gives_the_local_rows(tmp_path):
     load_section("durability.md", "Adding an executor", "docs_subprocess_executor")
     try:

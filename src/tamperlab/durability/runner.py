@@ -46,6 +46,7 @@ def execute_run(p: dict) -> dict:
     from ..evaluation.config import EvalConfig
     from ..evaluation.runner import evaluate
     from ..models import load_model
+    from ..models.loading import weights_fingerprint
     from ..utils.config import from_dict
 
     t0 = time.perf_counter()
@@ -68,6 +69,9 @@ def execute_run(p: dict) -> dict:
             importlib.import_module(p["attack_module"])  # a worker process: the module registering it
         entry = ATTACKS.get(kind)
         entry.obj.run(lm, entry.config_cls(**p["attack"], seed=p["seed"]), on_checkpoint)
+        if weights_fingerprint(lm.model) != lm.fingerprint:  # the process's shared model: later runs use it
+            raise RuntimeError(f"attack {kind!r} changed the weights of the model it was given ({p['model_path']}); "
+                               "an attack must work on a copy")
         if sorted(seen) != sorted(p["attack"]["checkpoint_steps"]):
             raise RuntimeError(f"attack {kind!r} called on_checkpoint at steps {seen}; the study asked for "
                                f"{p['attack']['checkpoint_steps']}")
