@@ -57,7 +57,8 @@ def test_a_registered_toy_attack_runs_through_a_study_and_its_report(noise, tmp_
     with ResultStore(tmp_path / "out" / "results.sqlite") as s:
         rows = s.rows()
         kinds = {r[0] for r in s.con.execute("SELECT json_extract(attack, '$.kind') FROM runs")}
-    assert len(rows) == 2 * 2 * 3 and {r["cell_label"] for r in rows} == {"noise 0.5", "noise 2"}
+    asr = [r for r in rows if (r["suite"], r["metric"]) == ("harm", "asr")]
+    assert len(asr) == 2 * 2 * 3 and {r["cell_label"] for r in rows} == {"noise 0.5", "noise 2"}
     assert kinds == {"noise"}
     md = (tmp_path / "out" / "report.md").read_text()
     assert "Gaussian weight noise (scale 0.5, 2 per step), up to 2 increments, prompt formats: chat, 2 seeds" in md

@@ -93,9 +93,9 @@ def test_kill_9_mid_study_then_resume_gives_identical_rows(finished, tmp_path):
     db = out / "results.sqlite"
     deadline = time.time() + 300
     try:
-        # 10 rows = both baselines and the reference; a run's rows land together, so >= 12 = after the
-        # first attack run (16), with the others still to come
-        while _count(db) < 12 and proc.poll() is None and time.time() < deadline:
+        # 16 rows = both baselines and the reference; a run's rows land together, so >= 17 = after the
+        # first attack run (28), with the others still to come
+        while _count(db) < 17 and proc.poll() is None and time.time() < deadline:
             time.sleep(0.2)
     finally:
         os.kill(proc.pid, signal.SIGKILL)
@@ -144,7 +144,10 @@ PINNED = Path(__file__).resolve().parent / "fixtures" / "pinned_tiny_study.json"
 
 def test_rows_equal_the_pinned_rows_of_the_tiny_study(finished):
     """Every stored row (keys, labels, hashes and values) as pinned before the runner's refactor
-    into an attack registry and executors that return rows: numbers move only where maths changed."""
+    into an attack registry and executors that return rows: numbers move only where maths changed.
+    Re-pinned once, for issue 15's evaluation defaults (judge compliance, harm_judge): the 34 rows
+    pinned before it kept their values; their eval_key and judge name changed and 30 harmful_rate /
+    not_complied_rate rows were added."""
     import json
 
     assert _rows(finished[0]) == json.loads(PINNED.read_text())
