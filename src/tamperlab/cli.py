@@ -328,14 +328,16 @@ def attacks(name: str | None) -> None:
 @click.option("--out", "out", required=True, type=click.Path(path_type=Path), help="output model directory")
 @click.option("--config", "config", type=click.Path(path_type=Path), help="YAML of the method's settings")
 @set_option("--set steps=100 (`tamperlab defenses METHOD` lists the settings)")
+@click.option("--dtype", default="float32", show_default=True,
+              help="weights: float32 | bfloat16 | float16 | auto (bf16 where the GPU supports it)")
 @friendly_errors
-def defend(model: str, method: str, out: Path, config: Path | None, sets: tuple[str, ...]) -> None:
-    """Train a defense on MODEL; OUT loads like any model (merged safetensors, adapter/, log)."""
+def defend(model: str, method: str, out: Path, config: Path | None, sets: tuple[str, ...], dtype: str) -> None:
+    """Train a defense on MODEL; OUT loads like any model (merged safetensors, adapter/, log, card)."""
     from .defenses import DEFENSES, defend as run_defense
 
     entry = DEFENSES.get(method)
     cfg = _load(entry.config_cls, config, sets)
-    path = run_defense(model, method, cfg, out)
+    path = run_defense(model, method, cfg, out, dtype=dtype)
     console.print(f"defended model in {path} (evaluate it: tamperlab evaluate {path} --out ...)")
 
 

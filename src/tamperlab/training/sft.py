@@ -33,8 +33,8 @@ warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", categ
 class TrainConfig:
     method: str = field(default="lora", metadata={"help": "lora | full (all weights)"})
     lr: float = field(default=1e-4, metadata={"help": "peak learning rate"})
-    steps: int | None = field(default=25, metadata={"help": "optimizer steps (overrides --epochs)"})
-    epochs: float | None = field(default=None, metadata={"help": "passes over the data when --steps is unset"})
+    steps: int | None = field(default=25, metadata={"help": "optimizer steps (overrides epochs)"})
+    epochs: float | None = field(default=None, metadata={"help": "passes over the data when steps is unset"})
     batch_size: int = field(default=8, metadata={"help": "examples per forward pass"})
     grad_accum: int = field(default=1, metadata={"help": "forward passes per optimizer step"})
     scheduler: str = field(default="constant", metadata={
