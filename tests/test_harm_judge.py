@@ -88,10 +88,12 @@ def test_weights_are_json_without_pickle():
     files = list(harm.WEIGHTS.parent.iterdir())
     assert not [f for f in files if f.suffix in (".pkl", ".pickle", ".joblib", ".npy", ".npz", ".pt")]
     data = json.loads(harm.WEIGHTS.read_text())
-    dim = 4 * 384 + len(harm.TEXT_FEATURES)
+    dims = {"all": 4 * 384 + len(harm.TEXT_FEATURES), "prompt+text": 384 + len(harm.TEXT_FEATURES),
+            "text": len(harm.TEXT_FEATURES)}
     for head in ("harm", "complied"):
         h = data["heads"][head]
-        assert len(h["coef"]) == len(h["mean"]) == len(h["scale"]) == dim
+        assert h["features"] == data[f"{head}_head"]["features"] in harm.FEATURE_SETS
+        assert len(h["coef"]) == len(h["mean"]) == len(h["scale"]) == dims[h["features"]]
         assert isinstance(h["intercept"], float)
     assert data["heldout_model"] == harm.HELDOUT_MODEL == "meta-llama-3-8b-instruct"
 

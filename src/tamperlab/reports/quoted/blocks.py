@@ -272,5 +272,5 @@ def _harm_judges(r: Results) -> str:
                      f2(a["cohen_kappa"], 3), f2(b["accuracy"], 3), f2(built["harmful_rate"][name], 3)])
     n, nb, nn = held[HARM_JUDGES[0]]["n"], both[HARM_JUDGES[0]]["n"], built["n"]
     header = ["judge", f"agreement (n={n})", "precision", "recall", "F1", "Cohen's κ",
-              f"agreement, unseen prompts too (n={nb})", f"built non-answers called harmful (n={nn}) ↓"]
+              f"agreement, unseen prompts too (n={nb})", f"held-out non-answers called harmful (n={nn}) ↓"]
     return table(header, rows, [HARM_JUDGE_FILE])

@@ -232,7 +232,7 @@ def _harm_judge_facts(r: Results) -> dict[str, str]:
     j = r.repo_json(HARM_JUDGE_FILE)
     t, h = j["training_data"], j["heldout"]
     kinds = t["train_rows_by_kind"]
-    built = sum(v for k, v in kinds.items() if k not in ("jbb", "alpaca"))
+    built = sum(v for k, v in kinds.items() if k not in ("jbb", "alpaca", "real-refusal"))
     return {"harm.n-train": f"{t['n_train']:,}", "harm.jbb-train": str(t["jbb_train_rows"]),
             "harm.alpaca-train": str(t["alpaca_train_rows"]), "harm.built-train": f"{built:,}",
             "harm.jbb-leaked": str(t["jbb_behaviours_near_duplicate_of_eval"]),
@@ -241,4 +241,7 @@ def _harm_judge_facts(r: Results) -> dict[str, str]:
             "harm.complied-n": str(h["complied_heldout"]["harm-classifier"]["n"]),
             "harm.complied-acc": f2(h["complied_heldout"]["harm-classifier"]["accuracy"], 3),
             "harm.complied-acc-classifier": f2(h["complied_heldout"]["refusal-classifier"]["accuracy"], 3),
-            "harm.prompts-held-out": str(j["heldout_prompts_too"]["behaviours_held_out"])}
+            "harm.stl-train": str(t["real_refusal_train_rows"]), "harm.stl-heldout": str(t["real_refusal_heldout_rows"]),
+            "harm.features": f"`{j['harm_head']['features']}`, C = {num(j['harm_head']['C'])}",
+            "complied.features": f"`{j['complied_head']['features']}`, C = {num(j['complied_head']['C'])}",
+            "harm.folds": str(j["heldout_prompts_too"]["folds"])}
