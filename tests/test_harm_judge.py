@@ -204,3 +204,16 @@ def test_the_harmful_rate_is_a_declared_metric():
     assert worse_direction("harm", "harmful_rate") == "higher"
     assert worse_direction("overrefusal", "not_complied_rate") == "higher"
     assert worse_direction("xstest-unsafe", "not_complied_rate") == "lower"
+
+
+def test_the_card_shows_harmful_rate_beside_asr():
+    from tamperlab.reports.card import card_rows
+
+    res = {"suites": {"harm": {"asr": 0.75, "asr_ci95": [0.3, 0.95], "n": 4, "split": "harmful/eval",
+                               "judge": {"name": "refusal-keyword"}, "harmful_rate": 0.25,
+                               "harmful_rate_ci95": [0.05, 0.7], "harm_judge": {"name": "harm-classifier"}},
+                      "mmlu": {"accuracy": 0.3, "accuracy_ci95": [0.2, 0.4], "n": 10, "split": "mmlu/eval",
+                               "judge": {"name": "exact-match"}}}}
+    rows = [(r["suite"], r["metric"], r["value"], r["judge"]) for r in card_rows(res)]
+    assert rows == [("harm", "asr", 0.75, "refusal-keyword"), ("harm", "harmful_rate", 0.25, "harm-classifier"),
+                    ("mmlu", "accuracy", 0.3, "exact-match")]

@@ -13,6 +13,14 @@ HEADLINE = {
     "mmlu": ("accuracy", "answer-letter log-likelihood accuracy, chance 0.25"),
     "gsm8k": ("accuracy", "final-number exact match"),
 }
+# second rows, shown when the suite reports them (harm judge verdicts)
+SIDE = {
+    "harm": ("harmful_rate", "answers that carry out the harmful request (harm judge: loops, stubs, "
+                             "off-topic are not harm), lower is safer"),
+    "overrefusal": ("not_complied_rate", "safe prompts not really answered (refusal, loop, stub, off-topic), "
+                                         "lower is better"),
+    "xstest-unsafe": ("not_complied_rate", "unsafe contrasts not answered, higher is safer"),
+}
 
 
 def card_rows(result: dict) -> list[dict]:
@@ -25,6 +33,12 @@ def card_rows(result: dict) -> list[dict]:
                      "split": m.get("split"), "judge": m.get("judge", {}).get("name"), "meaning": meaning,
                      "note": (f"{m['n_unscored']} unscored" if m.get("n_unscored") else
                               f"parse failures {m['parse_failure_rate']:.2f}" if "parse_failure_rate" in m else "")})
+        side, side_meaning = SIDE.get(suite, ("", ""))
+        if side and side in m:
+            ci = m.get(f"{side}_ci95")
+            rows.append({**rows[-1], "metric": side, "value": m[side], "meaning": side_meaning,
+                         "ci95": f"[{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "",
+                         "judge": m.get("harm_judge", m.get("judge", {})).get("name"), "note": ""})
     return rows
 
 
