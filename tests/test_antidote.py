@@ -244,6 +244,7 @@ def test_adversary_reinit_restarts_it_at_each_block(tiny, tmp_path):
     adv = [r for r in rows if r["phase"] == "adversary"]
     # each block starts from V = 0, so its first patch is exactly zero; without re-init it is not
     assert [r["patch_norm"] for r in adv][::2] == [0.0, 0.0]
+    t.close()
     u = _trainer(tiny, tmp_path / "no-reinit", steps=4, block=2, adv_reinit=False)
     u.train()
     rows = [__import__("json").loads(x) for x in (tmp_path / "no-reinit" / "train_log.jsonl").read_text().splitlines()]

@@ -133,10 +133,15 @@ def _in_place(lm, cfg, on_checkpoint):
 
 
 def test_an_attack_that_changes_the_shared_model_is_stopped(tmp_path):
+    import torch
+
     from tamperlab.attacks.finetune import AttackConfig
     from tamperlab.models import load_model
-    from tamperlab.models.loading import _CACHE, weights_fingerprint
+    from tamperlab.models.loading import weights_fingerprint
 
+    lm = load_model("tiny-llama")  # the process's shared copy, which the bad attack damages
+    first = next(lm.model.parameters())
+    saved = first.detach().clone()
     register_attack("in-place-test", AttackConfig, AttackSpec(run=_in_place, describe=lambda cfgs, steps: "x"))
     try:
         cfg = _cfg(tmp_path, {**STUDY, "attack": {**STUDY["attack"], "kind": "in-place-test"}})
@@ -144,9 +149,9 @@ def test_an_attack_that_changes_the_shared_model_is_stopped(tmp_path):
             run_study(cfg, tmp_path / "out")
     finally:
         ATTACKS._entries.pop("in-place-test")
-        for key in [k for k, v in _CACHE.items() if v.fingerprint != weights_fingerprint(v.model)]:
-            _CACHE.pop(key)  # the damaged shared model: later tests load a fresh one
-    assert load_model("tiny-llama").fingerprint == weights_fingerprint(load_model("tiny-llama").model)
+        with torch.no_grad():
+            first.copy_(saved)  # bit-exact repair: later tests share this object
+    assert lm.fingerprint == weights_fingerprint(lm.model)
 
 
 def test_the_docs_subprocess_executor_gives_the_local_rows(tmp_path):
