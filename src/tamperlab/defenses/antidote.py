@@ -24,7 +24,7 @@ from ..prompts.formats import encode_prompts
 from ..training.data import SFTExample, build_features, collate, ordered_examples
 from ..training.engine import Engine
 from ..training.adapters import DEFAULT_TARGETS, lora_on, save_defended
-from ..training.losses import kl_to_reference, preference_loss, sequence_logps, token_logps
+from ..training.losses import kl_to_reference, mean_nll, preference_loss, sequence_logps, token_logps
 from ..training.sft import TrainConfig
 from ..training.supervised import copy_log
 from ..utils.config import ConfigError
@@ -229,7 +229,7 @@ class AntiDoteTrainer:
             out = self.model(input_ids=ref_b["input_ids"], attention_mask=ref_b["attention_mask"])
             lp, mask = token_logps(out.logits, ref_b["labels"])  # (B, T-1)
             lp_ref = lp.sum(-1) / mask.sum(-1).clamp(min=1) if avg else lp.sum(-1)
-            anchor = -lp.sum() / mask.sum().clamp(min=1)
+            anchor = -lp.sum() / mask.sum().clamp(min=1)  # = mean_nll, from the same forward
             return lp_ref, sequence_logps(self.model, harm_b, average=avg), anchor
 
     def precompute_reference(self, batch_size: int = 16) -> None:
@@ -259,8 +259,7 @@ class AntiDoteTrainer:
         if cfg.adv_loss == "nll":
             with low_rank_patch(self.model, patches, cfg.adv_scale):
                 out = self.model(input_ids=harm_b["input_ids"], attention_mask=harm_b["attention_mask"])
-            lp, mask = token_logps(out.logits, harm_b["labels"])
-            loss = -lp.sum() / mask.sum().clamp(min=1)
+            loss = mean_nll(out.logits, harm_b["labels"])
         else:
             lp_ref, lp_harm, _ = self._patched_pair_logps(patches, ref_b, harm_b)
             loss = preference_loss(lp_harm, lp_ref, self.reference_logps(harm_b, chunk, 1),
@@ -290,8 +289,7 @@ class AntiDoteTrainer:
         lp_ref, lp_harm, anchor = self._patched_pair_logps(patches, ref_b, harm_b)
         safety = preference_loss(lp_ref, lp_harm, ref_ref, ref_harm, cfg.beta, cfg.safety_loss)
         out = self.model(input_ids=benign["input_ids"], attention_mask=benign["attention_mask"])
-        lp, mask = token_logps(out.logits, benign["labels"])
-        lm_loss = -lp.sum() / mask.sum().clamp(min=1)
+        lm_loss = mean_nll(out.logits, benign["labels"])
         with torch.no_grad(), self.engine.unwrap(self.model).disable_adapter():
             ref_logits = self.model(input_ids=benign["input_ids"], attention_mask=benign["attention_mask"]).logits
         kl = kl_to_reference(out.logits, ref_logits, benign["labels"])

@@ -33,6 +33,12 @@ class DivergedError(RuntimeError):
     """The loss became NaN/inf: stop, keep what was saved before."""
 
 
+def non_finite(row: dict, skip: tuple[str, ...] = ("grad_norm",)) -> dict:
+    """The logged numbers that are NaN/inf (an fp16 overflow's inf grad norm is a skipped step,
+    not divergence): the one rule the engine and the Trainer path both stop on."""
+    return {k: v for k, v in row.items() if isinstance(v, float) and not math.isfinite(v) and k not in skip}
+
+
 def resolve_precision(mixed_precision: str) -> str:
     """auto -> bf16 where the GPU supports it, else no (fp32)."""
     if mixed_precision == "auto":
@@ -190,8 +196,7 @@ class Engine:
 
     def log(self, step: int, row: dict) -> None:
         """Append the step's numbers; a non-finite loss stops training, keeping the last checkpoint."""
-        bad = {k: v for k, v in row.items() if isinstance(v, float) and not math.isfinite(v)
-               and k != "grad_norm"}  # an fp16 overflow's inf norm is a skipped step, not divergence
+        bad = non_finite(row)
         if bad:
             self._diverged(", ".join(f"{k}={v}" for k, v in bad.items()), step)
         if self.acc.is_main_process:

@@ -24,11 +24,17 @@ def sequence_logps(model, batch: dict, average: bool = False) -> torch.Tensor:
     return lp.sum(-1) / mask.sum(-1).clamp(min=1) if average else lp.sum(-1)
 
 
+def mean_nll(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean NLL over the completion tokens of a batch (all tokens pooled): SFT's loss, AntiDote's
+    LM term and refusal anchor, the adversary's NLL objective."""
+    lp, mask = token_logps(logits, labels)
+    return -lp.sum() / mask.sum().clamp(min=1)
+
+
 def nll(model, batch: dict) -> torch.Tensor:
     """Mean NLL over completion tokens (what SFT minimises)."""
     out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
-    lp, mask = token_logps(out.logits, batch["labels"])
-    return -lp.sum() / mask.sum().clamp(min=1)
+    return mean_nll(out.logits, batch["labels"])
 
 
 def weighted_nll(logits: torch.Tensor, labels: torch.Tensor, loss_weights: torch.Tensor) -> torch.Tensor:

@@ -22,7 +22,7 @@ from ..utils.io import append_jsonl
 from ..utils.progress import progress
 from .adapters import DEFAULT_TARGETS, wrap_lora
 from .data import SFTExample, build_features, collate, fit_pool, ordered_examples
-from .engine import DivergedError, resolve_precision
+from .engine import DivergedError, non_finite, resolve_precision
 from .schedules import SCHEDULERS
 
 # PEFT reads a transformers property that now warns on every call; it is not the user's concern
@@ -133,9 +133,9 @@ def train_sft(lm: LoadedModel, pool: list[SFTExample], cfg: TrainConfig, *,
         class _Hooks(TrainerCallback):
             def on_log(self, args, state, control, logs=None, **kw):
                 logs = logs or {}
-                loss = logs.get("loss")
-                if loss is not None and not math.isfinite(loss):
-                    raise DivergedError(f"loss is {loss} at step {state.global_step}; lower the learning rate")
+                bad = non_finite({k: float(v) for k, v in logs.items() if k == "loss"})
+                if bad:
+                    raise DivergedError(f"loss is {bad['loss']} at step {state.global_step}; lower the learning rate")
                 if log_path and "loss" in logs:
                     append_jsonl(log_path, [{"step": state.global_step, **logs}])
 

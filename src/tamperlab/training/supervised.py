@@ -9,7 +9,7 @@ from pathlib import Path
 from ..models.loading import LoadedModel
 from .data import IGNORE_INDEX, SFTExample, build_features, collate, fit_pool, ordered_examples
 from .engine import Engine
-from .losses import token_logps, weighted_nll
+from .losses import mean_nll, weighted_nll
 
 
 def nll_terms(model, batch: dict):
@@ -17,8 +17,7 @@ def nll_terms(model, batch: dict):
     out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
     if "loss_weights" in batch:
         return weighted_nll(out.logits, batch["labels"], batch["loss_weights"]), {}
-    lp, mask = token_logps(out.logits, batch["labels"])
-    return -lp.sum() / mask.sum().clamp(min=1), {}
+    return mean_nll(out.logits, batch["labels"]), {}
 
 
 def token_weight(batch: dict) -> float:
