@@ -151,3 +151,19 @@ def test_rows_equal_the_pinned_rows_of_the_tiny_study(finished):
     import json
 
     assert _rows(finished[0]) == json.loads(PINNED.read_text())
+
+
+def test_every_evaluation_writes_its_samples_beside_the_study(tmp_path):
+    """What was counted as harm or refusal can be read: each run's completions per step."""
+    import json
+
+    from tamperlab.durability import load_study, run_study
+
+    cfg = load_study(Path(__file__).parents[1] / "configs" / "durability" / "tiny.yaml")
+    run_study(cfg, tmp_path / "s", report=False)
+    files = sorted((tmp_path / "s" / "samples").rglob("samples.jsonl"))
+    assert files, "no samples written"
+    steps = {f.parent.name.split("-")[0] for f in files}
+    assert {f"step{s}" for s in cfg.steps} <= steps
+    row = json.loads(files[0].read_text().splitlines()[0])
+    assert {"prompt", "completion", "suite"} <= set(row)

@@ -53,13 +53,17 @@ def execute_run(p: dict) -> dict:
     lm = load_model(p["model_path"])
     rows: list[dict] = []
     seen: list[int] = []
+    artefacts: list[str] = []
 
     def on_checkpoint(step, view) -> None:
         seen.append(step)
         for fmt in p["formats"]:
             ecfg = from_dict(EvalConfig, {**p["eval"], "format": fmt, "seed": p["seed"]})
-            for suite, m in evaluate(view, ecfg)["suites"].items():
+            where = samples_path(p, step, fmt)
+            for suite, m in evaluate(view, ecfg, where)["suites"].items():
                 rows.extend(_row(p, step, fmt, suite, m, metric, value) for metric, value in scalar_metrics(m).items())
+            if where is not None:
+                artefacts.append(str(where / "samples.jsonl"))
 
     if p["cell"] in STEP0_CELLS:
         on_checkpoint(0, lm)
@@ -75,7 +79,16 @@ def execute_run(p: dict) -> dict:
         if sorted(seen) != sorted(p["attack"]["checkpoint_steps"]):
             raise RuntimeError(f"attack {kind!r} called on_checkpoint at steps {seen}; the study asked for "
                                f"{p['attack']['checkpoint_steps']}")
-    return {"rows": rows, "artefacts": [], "seconds": time.perf_counter() - t0}
+    return {"rows": rows, "artefacts": artefacts, "seconds": time.perf_counter() - t0}
+
+
+def samples_path(p: dict, step: int, fmt: str) -> Path | None:
+    """Where a run's evaluation at ``step`` writes metrics.json and samples.jsonl (every completion
+    and its judgement, so anyone can read what was counted as harm and as refusal); None when the
+    payload names no ``samples_dir``."""
+    if not p.get("samples_dir"):
+        return None
+    return Path(p["samples_dir"]) / f"{p['model']}-{p['model_key']}" / p["cell"] / f"seed{p['seed']}" / f"step{step}-{fmt}"
 
 
 def execute_defense(p: dict) -> dict:
@@ -179,7 +192,7 @@ def run_study(cfg: DurabilityConfig, out_dir: str | Path, *, workers: int = 1, e
                 model_paths[p["model"]] = r["path"]
                 advance(1)
             run_tasks(executor, defenses, execute_defense, workers, defended)
-    payloads = plan(cfg, model_paths)
+    payloads = [{**p, "samples_dir": str(out / "samples")} for p in plan(cfg, model_paths)]
     finished: list[dict] = []
     with ResultStore(db) as store:
         store.set_meta("study", cfg.name)
