@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml requirements.txt
 
 setup: $(STAMP)  ## virtual environment, pinned CPU torch, the default model package
 
-demo: setup  ## the main job: defend the default model (SFT, AntiDote), attack each, report (runs/demo, ~20 min)
+demo: setup  ## the main job: defend the default model (SFT, AntiDote), attack each, report (runs/demo)
 	$(BIN)/tamperlab demo --out runs/demo
 
 test: setup  ## the test suite (tiny models; no network beyond the package registries)

@@ -24,7 +24,7 @@ import time
 os.environ.setdefault("TAMPERLAB_PROGRESS", "0")
 
 
-def arm(name: str, model: str, steps: int, warmup: int, batch: int) -> dict:
+def arm(name: str, model: str, steps: int, warmup: int, batch: int, sets: dict | None = None) -> dict:
     import torch
 
     from tamperlab.defenses.antidote import AntiDoteConfig, AntiDoteTrainer
@@ -32,8 +32,10 @@ def arm(name: str, model: str, steps: int, warmup: int, batch: int) -> dict:
     from tamperlab.training.engine import Engine
 
     lm = load_model(model)
-    cfg = AntiDoteConfig(steps=steps + warmup, block=1, batch_size=batch, benign_batch_size=batch, warmup_steps=0,
-                         checkpoint_every=0)
+    from tamperlab.utils.config import from_dict
+
+    cfg = from_dict(AntiDoteConfig, {"steps": steps + warmup, "block": 1, "batch_size": batch, "benign_batch_size": batch,
+                                     "warmup_steps": 0, "checkpoint_every": 0, "check_every": 0, **(sets or {})})
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         t = AntiDoteTrainer(lm, cfg, Engine(tmp, checkpoint_every=0))  # includes the one-time reference pass
@@ -72,15 +74,20 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=6)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--batch", type=int, default=4)
+    ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                    help="an AntiDote setting (repeatable), e.g. --set adv_rank=4 to time an older configuration")
     ap.add_argument("--arm", choices=["sft", "antidote"], help=argparse.SUPPRESS)
     a = ap.parse_args()
+    from tamperlab.utils.config import parse_sets
+
+    sets = parse_sets(tuple(a.sets))
     if a.arm:
-        print(json.dumps(arm(a.arm, a.model, a.steps, a.warmup, a.batch)))
+        print(json.dumps(arm(a.arm, a.model, a.steps, a.warmup, a.batch, sets)))
         return
     res = {}
     for name in ("sft", "antidote"):
         out = subprocess.run([sys.executable, __file__, "--arm", name, "--model", a.model, "--steps", str(a.steps),
-                              "--warmup", str(a.warmup), "--batch", str(a.batch)],
+                              "--warmup", str(a.warmup), "--batch", str(a.batch)] + [f"--set={x}" for x in a.sets],
                              check=True, capture_output=True, text=True).stdout
         res[name] = json.loads(out.strip().splitlines()[-1])
     s, d = res["sft"], res["antidote"]

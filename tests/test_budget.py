@@ -45,17 +45,18 @@ def test_keeps_the_last_checked_step_within_budget_and_loads_its_weights(tiny, t
 
     lin = torch.nn.Linear(2, 2)
     eng = Engine(tmp_path / "e")
-    for step, value in ((10, 1.0), (20, 2.0), (30, 3.0)):  # the snapshot of each checked step
+    for step, value in ((10, 1.0), (20, 2.0), (30, 3.0), (40, 4.0)):  # the snapshot of each checked step
         (tmp_path / "checks").mkdir(exist_ok=True)
         save_file({"weight": torch.full((2, 2), value), "bias": torch.full((2,), value)},
                   str(tmp_path / "checks" / f"step-{step}.safetensors"))
     rows = [_row(0, 0.10, 2.00),
             _row(10, 0.20, 2.10),  # within: 0.20 <= 0.10 + 0.1, 2.10 <= 2.00 x 1.05
             _row(20, 0.25, 2.00),  # over-refusal over budget
-            _row(30, 0.15, 2.11)]  # utility over budget
-    choice = _checker(tmp_path, rows, tiny).select(lin, eng, last_step=30)
-    assert choice["selected_step"] == 10 and choice["within_budget"] is True
-    assert torch.equal(lin.weight, torch.full((2, 2), 1.0)) and torch.equal(lin.bias, torch.full((2,), 1.0))
+            _row(30, 0.15, 2.05),  # within: the last such step, so the one kept
+            _row(40, 0.15, 2.11)]  # utility over budget
+    choice = _checker(tmp_path, rows, tiny).select(lin, eng, last_step=40)
+    assert choice["selected_step"] == 30 and choice["within_budget"] is True
+    assert torch.equal(lin.weight, torch.full((2, 2), 3.0)) and torch.equal(lin.bias, torch.full((2,), 3.0))
     assert choice["budget"]["overrefusal"] == "<= 0.100 + 0.1"
 
 
@@ -103,3 +104,38 @@ def test_utility_suites_run_on_the_tiny_model(tiny, tmp_path):
     assert u["split"] == "instructions/eval" and u["n"] == 3 and u["nll"] > 0
     assert res["suites"]["borderline"]["split"] == "borderline/eval" and res["suites"]["borderline"]["n"] == 3
     assert res["suites"]["instructions"]["n"] == 3
+
+
+def test_demo_table_shows_over_refusal_and_utility_beside_harm(tmp_path):
+    """A collapsed model (refuses everything) must not look like the safest one: its over-refusal,
+    utility and budget sit in the same row as its harm numbers."""
+    from importlib.resources import files
+    from pathlib import Path
+
+    from rich.console import Console
+
+    from tamperlab.cli import demo_table
+    from tamperlab.durability import load_study
+
+    cfg = load_study(Path(str(files("tamperlab.durability") / "presets" / "demo.yaml")))
+
+    def a(model, cell, suite, metric, step, values):
+        return {"model": model, "cell": cell, "suite": suite, "metric": metric, "step": step, "values": values,
+                "mean": sum(values) / len(values), "min": min(values), "max": max(values)}
+
+    agg = [a("undefended", "reference", "harm", "harmful_rate", 0, [0.9]), a("undefended", "reference", "harm", "asr", 0, [0.95]),
+           a("undefended", "baseline", "overrefusal", "refusal_rate", 0, [0.03]),
+           a("refusal-sft", "c", "harm", "harmful_rate", 0, [0.1, 0.1]), a("refusal-sft", "c", "harm", "harmful_rate", 20, [0.5, 0.7]),
+           a("refusal-sft", "baseline", "overrefusal", "refusal_rate", 0, [0.97]),
+           a("refusal-sft", "baseline", "utility-nll", "nll", 0, [2.5])]
+    spec = next(m for m in cfg.models if m.name == "refusal-sft")
+    d = tmp_path / "models" / f"{spec.name}-{spec.key()}"
+    d.mkdir(parents=True)
+    (d / "defense.json").write_text(json.dumps({"within_budget": False, "selected_step": 20}))
+    con = Console(record=True, width=250)
+    con.print(demo_table(cfg, agg, tmp_path))
+    text = con.export_text()
+    sft = next(line for line in text.splitlines() if "refusal-sft" in line)
+    assert "0.10" in sft and "0.60 [0.50, 0.70]" in sft and "0.97" in sft and "2.50" in sft and "NOT met (step 20)" in sft
+    und = next(line for line in text.splitlines() if "undefended" in line)
+    assert "0.90" in und and "not attacked" in und and "0.03" in und

@@ -3,6 +3,14 @@ from tamperlab.generation import GenerationCache, GenerationConfig, generate, sc
 PROMPTS = ["Hi", "Tell me a long story about a dragon who", "What is 2+2?", "Name three colours."]
 
 
+
+def _count_generate_calls(tiny, monkeypatch) -> list:
+    """A list that grows by one each time the model really generates (a cache miss)."""
+    calls: list = []
+    orig = tiny.model.generate
+    monkeypatch.setattr(tiny.model, "generate", lambda *a, **k: calls.append(1) or orig(*a, **k))
+    return calls
+
 def test_batched_greedy_equals_one_at_a_time(tiny):
     """Left padding must not change greedy outputs (wrong padding/positions would)."""
     cfg = GenerationConfig(max_new_tokens=12, batch_size=4)
@@ -17,9 +25,7 @@ def test_cache_reuses_generations(tiny, tmp_path, monkeypatch):
     cfg = GenerationConfig(max_new_tokens=6)
     first = generate(tiny, PROMPTS, "chat", cfg, cache)
     assert len(cache) == len(PROMPTS)
-    calls = []
-    orig = tiny.model.generate
-    monkeypatch.setattr(tiny.model, "generate", lambda *a, **k: calls.append(1) or orig(*a, **k))
+    calls = _count_generate_calls(tiny, monkeypatch)
     reloaded = GenerationCache(tiny.fingerprint, root=tmp_path)  # as a new process would
     assert generate(tiny, PROMPTS, "chat", cfg, reloaded) == first
     assert calls == []
@@ -57,9 +63,7 @@ def test_sampled_generations_are_cached_per_sampling_params(tiny, tmp_path, monk
     seed4 = generate(tiny, PROMPTS, "chat", replace(cfg, seed=4))
     assert seed4 != first
 
-    calls = []
-    orig = tiny.model.generate
-    monkeypatch.setattr(tiny.model, "generate", lambda *a, **k: calls.append(1) or orig(*a, **k))
+    calls = _count_generate_calls(tiny, monkeypatch)
     reloaded = GenerationCache(tiny.fingerprint, root=tmp_path)  # as a new process would
     assert generate(tiny, PROMPTS, "chat", cfg, reloaded) == first
     assert calls == []

@@ -32,6 +32,16 @@ def test_parse_rubric_and_score():
         parse_rubric(GOOD.replace("2.b 4", "2.b 9"))
 
 
+
+def _reply_json(handler, code: int, body: dict) -> None:
+    """A loopback test server's JSON answer."""
+    data = json.dumps(body).encode()
+    handler.send_response(code)
+    handler.send_header("Content-Type", "application/json")
+    handler.send_header("Content-Length", str(len(data)))
+    handler.end_headers()
+    handler.wfile.write(data)
+
 class _Handler(BaseHTTPRequestHandler):
     replies: list = []
     seen: list = []
@@ -40,12 +50,7 @@ class _Handler(BaseHTTPRequestHandler):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         type(self).seen.append({"auth": self.headers.get("Authorization"), "body": body})
         text = type(self).replies.pop(0)
-        data = json.dumps({"choices": [{"message": {"role": "assistant", "content": text}}]}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        _reply_json(self, 200, {"choices": [{"message": {"role": "assistant", "content": text}}]})
 
     def log_message(self, *a):
         pass
@@ -106,12 +111,7 @@ class _StatusHandler(BaseHTTPRequestHandler):
         type(self).seen.append(auth)
         code = type(self).plan.pop(0)
         body = {"choices": [{"message": {"content": GOOD}}]} if code == 200 else {"error": f"rejected {auth}"}
-        data = json.dumps(body).encode()
-        self.send_response(code)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        _reply_json(self, code, body)
 
     def log_message(self, *a):
         pass

