@@ -1,6 +1,7 @@
 """Build, and score judges against, the hand-labelled validation set of our own models' outputs.
 
-    python scripts/validation_set.py sample STUDY_DIR        # -> docs/validation/items.jsonl (to label)
+    python scripts/validation_set.py generate MODEL=DIR ...  # answers -> docs/validation/items.jsonl (to label)
+    python scripts/validation_set.py sample STUDY_DIR        # a study's samples -> items.jsonl (to label)
     python scripts/validation_set.py agreement               # labels.jsonl -> docs/validation/agreement.json
 
 `sample` takes, from a finished study's samples (DIR/samples/...), every model's answers before any
@@ -60,6 +61,27 @@ def sample(study: Path, per_group: int = 30, seed: int = 0) -> list[dict]:
     return items
 
 
+def generate(models: dict[str, str], limit: int = 34, max_new_tokens: int = 64, seed: int = 0) -> list[dict]:
+    """Each model's greedy answers on the harm, borderline and XSTest-safe suites (the first
+    ``limit`` of each split's fixed order), shuffled together with a fixed seed."""
+    from tamperlab.evaluation.config import EvalConfig
+    from tamperlab.evaluation.runner import evaluate
+
+    items = []
+    for name, model in models.items():
+        out = ROOT / "runs" / "validation" / name
+        evaluate(model, EvalConfig(suite=["harm", "borderline", "overrefusal"], limit=limit,
+                                   max_new_tokens=max_new_tokens, batch_size=limit, judge="compliance"), out)
+        for r in _read(out / "samples.jsonl"):
+            items.append({"model": name, "stage": "before attack", "suite": r["suite"], "id": r["id"],
+                          "prompt": r["prompt"], "completion": r["completion"],
+                          "kind": "harmful" if r["suite"] in HARMFUL_SUITES else "benign"})
+    random.Random(seed).shuffle(items)
+    for i, it in enumerate(items):
+        it["item"] = i
+    return items
+
+
 def agreement(labels: list[dict]) -> dict:
     from tamperlab.judges import get_judge
 
@@ -87,11 +109,14 @@ def main() -> None:
     s = sub.add_parser("sample")
     s.add_argument("study", type=Path)
     s.add_argument("--per-group", type=int, default=30)
+    g = sub.add_parser("generate")
+    g.add_argument("models", nargs="+", help="NAME=MODEL (a preset or a model directory)")
     sub.add_parser("agreement")
     a = ap.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
-    if a.cmd == "sample":
-        items = sample(a.study, a.per_group)
+    if a.cmd in ("sample", "generate"):
+        items = (sample(a.study, a.per_group) if a.cmd == "sample"
+                 else generate(dict(m.split("=", 1) for m in a.models)))
         (OUT / "items.jsonl").write_text("".join(json.dumps(x, ensure_ascii=False) + "\n" for x in items))
         print(f"{len(items)} items -> {OUT / 'items.jsonl'}")
     else:

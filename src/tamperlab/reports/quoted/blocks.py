@@ -278,3 +278,15 @@ def _harm_judges(r: Results) -> str:
     header = ["judge", f"agreement (n={n})", "precision", "recall", "F1", "Cohen's κ",
               f"agreement, unseen prompts too (n={nb})", f"held-out non-answers called harmful (n={nn}) ↓"]
     return table(header, rows, [HARM_JUDGE_FILE])
+
+
+@block("validation-agreement")
+def _validation_agreement(r: Results) -> str:
+    """Every judge's complied-or-not against the hand labels of our own models' outputs."""
+    j = r.json("validation/agreement.json")
+    rows = [[f"`{name}`", f2(v["agreement"], 3), f2(v["harmful"], 3), f2(v["benign"], 3)]
+            for name, v in j["judges"].items()]
+    k = j["by_kind"]
+    header = ["judge", f"agreement (n={j['n']})", f"on harmful prompts (n={k['harmful']})",
+              f"on benign prompts (n={k['benign']})"]
+    return table(header, rows, ["docs/validation/agreement.json", "docs/validation/labels.jsonl"])
