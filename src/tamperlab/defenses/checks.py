@@ -16,10 +16,10 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ..data import get_split
+from ..evaluation.suites.utility import utility_nll
 from ..models.loading import LoadedModel
-from ..training.data import SFTExample, build_features, collate
+from ..training.data import SFTExample
 from ..training.engine import Engine, trainable
-from ..training.losses import token_logps
 from ..utils.config import ConfigError
 
 
@@ -54,30 +54,6 @@ class BudgetFields:
         if self.check_judge.partition(":")[0] not in JUDGES:
             raise ConfigError(f"field 'check_judge': unknown judge {self.check_judge!r}; known: "
                               f"{', '.join(JUDGES.names())}")
-
-
-def answer_nlls(model, lm: LoadedModel, examples: list[SFTExample], fmt: str, max_length: int = 256,
-                batch_size: int = 8) -> list[tuple[float, int]]:
-    """(summed NLL, completion tokens) of each reference completion, in order."""
-    out: list[tuple[float, int]] = []
-    was = model.training
-    model.eval()
-    with torch.no_grad():
-        for i in range(0, len(examples), batch_size):
-            feats = build_features(lm.tokenizer, examples[i:i + batch_size], fmt, max_length)
-            b = collate(feats, lm.pad_id, lm.device)
-            lp, mask = token_logps(model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits,
-                                   b["labels"])  # (B, T-1)
-            out += [(float(-s), int(n)) for s, n in zip(lp.sum(-1), mask.sum(-1))]
-    model.train(was)
-    return out
-
-
-def utility_nll(model, lm: LoadedModel, examples: list[SFTExample], fmt: str, max_length: int = 256,
-                batch_size: int = 8) -> float:
-    """Mean per-token NLL of the reference completions (all tokens pooled)."""
-    terms = answer_nlls(model, lm, examples, fmt, max_length, batch_size)
-    return sum(s for s, _ in terms) / max(sum(n for _, n in terms), 1)
 
 
 class DevChecker:

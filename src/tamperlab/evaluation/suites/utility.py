@@ -4,10 +4,38 @@ it with the undefended model's), and two generated-and-judged rates on splits of
 answering held-out benign instructions, and over-refusal of borderline-but-safe prompts."""
 from __future__ import annotations
 
+import torch
+
 from ...data import get_split
-from ...training.data import SFTExample
+from ...models.loading import LoadedModel
+from ...training.data import SFTExample, build_features, collate
+from ...training.losses import token_logps
 from .base import SUITES, SuiteContext
 from .judged import OverRefusalSuite
+
+
+def answer_nlls(model, lm: LoadedModel, examples: list[SFTExample], fmt: str, max_length: int = 256,
+                batch_size: int = 8) -> list[tuple[float, int]]:
+    """(summed NLL, completion tokens) of each reference completion, in order."""
+    out: list[tuple[float, int]] = []
+    was = model.training
+    model.eval()
+    with torch.no_grad():
+        for i in range(0, len(examples), batch_size):
+            feats = build_features(lm.tokenizer, examples[i:i + batch_size], fmt, max_length)
+            b = collate(feats, lm.pad_id, lm.device)
+            lp, mask = token_logps(model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits,
+                                   b["labels"])  # (B, T-1)
+            out += [(float(-s), int(n)) for s, n in zip(lp.sum(-1), mask.sum(-1))]
+    model.train(was)
+    return out
+
+
+def utility_nll(model, lm: LoadedModel, examples: list[SFTExample], fmt: str, max_length: int = 256,
+                batch_size: int = 8) -> float:
+    """Mean per-token NLL of the reference completions (all tokens pooled)."""
+    terms = answer_nlls(model, lm, examples, fmt, max_length, batch_size)
+    return sum(s for s, _ in terms) / max(sum(n for _, n in terms), 1)
 
 
 class UtilityNLLSuite:
@@ -16,8 +44,6 @@ class UtilityNLLSuite:
     worse = {"nll": "higher"}
 
     def run(self, ctx: SuiteContext) -> tuple[dict, list[dict]]:
-        from ...defenses.checks import answer_nlls
-
         rows = ctx.limited(get_split("instructions/eval"))
         examples = [SFTExample(r["id"], r["prompt"], r["completion"]) for r in rows]
         terms = answer_nlls(ctx.lm.model, ctx.lm, examples, ctx.cfg.format)
