@@ -120,7 +120,6 @@ class Engine:
         self.last_good: int | None = None
         self.players: dict[str, Player] = {}
         self._prepared: dict[int, torch.nn.Module] = {}
-        self.extra_modules: dict[str, torch.nn.Module] = {}  # checkpointed, not optimised
 
     @property
     def device(self) -> torch.device:
@@ -205,7 +204,7 @@ class Engine:
     def _modules(self, modules=None) -> dict[str, torch.nn.Module]:
         if modules is not None:
             return modules
-        return {**{n: p.module for n, p in self.players.items()}, **self.extra_modules}
+        return {n: p.module for n, p in self.players.items()}
 
     def save(self, step: int, modules: dict[str, torch.nn.Module] | None = None,
              optimizers: dict[str, torch.optim.Optimizer] | None = None, extra: dict | None = None) -> None:
