@@ -35,7 +35,7 @@ def _cfg(tmp_path, study=STUDY):
 
 def test_a_run_is_a_pure_task_that_returns_its_rows(tmp_path, monkeypatch):
     cfg = _cfg(tmp_path)
-    payloads = plan(cfg, {m.name: m.model for m in cfg.models})
+    payloads = plan(cfg, {(m.name, None): m.model for m in cfg.models})
     assert payloads and all("db" not in p for p in payloads)
     json.dumps(payloads)  # plain data: any executor can ship it
 

@@ -253,7 +253,7 @@ def demo(out: Path, card: bool, limit: int) -> None:
     summary = run_study(cfg, out, raw_config=yaml.safe_load(preset.read_text()))
     agg = aggregate(study_rows(cfg, out / "results.sqlite"))
     Console().print(demo_table(cfg, agg, out))
-    for v in verdicts(cfg, agg):
+    for v in verdicts(cfg, agg, out):
         console.print("- " + escape(v["text"]), soft_wrap=True, highlight=False)
     console.print(f"report: {summary['report']} and {out / 'report.html'} (figure: {out / 'figures'})")
 
@@ -261,7 +261,7 @@ def demo_table(cfg, agg: list[dict], out: Path) -> Table:
     """One row per model: harm before and after the attack (harm judge, and non-refusal) beside
     over-refusal and utility before any attack, and whether a defense met its budget: a model that
     refuses everything must not look like the safest one."""
-    import json
+    from .durability.runner import budget_status
 
     last = max(cfg.steps)
 
@@ -271,22 +271,28 @@ def demo_table(cfg, agg: list[dict], out: Path) -> Table:
         if not rows:
             return "–"
         a = rows[0]
-        return f"{a['mean']:.2f}" if len(a["values"]) == 1 else f"{a['mean']:.2f} [{a['min']:.2f}, {a['max']:.2f}]"
+        return f"{a['mean']:.2f}" if len(set(a["values"])) == 1 else f"{a['mean']:.2f} [{a['min']:.2f}, {a['max']:.2f}]"
 
     ev, be = cfg.eval, cfg.baseline_eval
     t = Table("model", "harmful before", f"harmful after {last} steps", "ASR before / after",
               "XSTest over-refusal", "borderline over-refusal", "utility NLL", "defense budget",
               title=(f"harm: HarmBench eval n={ev['limit']}, judge {ev['judge']} (harmful = harm judge; ASR = not "
-                     f"refused), {len(cfg.seed_list())} attack seeds mean [min, max]; over-refusal and utility "
-                     f"before any attack, n={be.get('limit')} (lower is better)"))
+                     f"refused), {len(cfg.seed_list())} attack seeds × {len(cfg.defense_seed_list())} defense "
+                     f"seed(s) mean [min, max]; over-refusal and utility before any attack, n={be.get('limit')} "
+                     "(lower is better)"))
     for spec in cfg.models:
         name = spec.name
         budget = "–"
-        info = out / "models" / f"{spec.name}-{spec.key()}" / "defense.json"
-        if spec.defense is not None and info.exists():
-            d = json.loads(info.read_text())
-            if "within_budget" in d:
-                budget = f"{'met' if d['within_budget'] else 'NOT met'} (step {d['selected_step']})"
+        if spec.defense is not None:
+            got = [(ds, budget_status(out, spec, ds)) for ds in cfg.defense_seed_list()]
+            got = [(ds, b) for ds, b in got if b is not None and b.get("within_budget") is not None]
+            if len(got) == 1:
+                b = got[0][1]
+                budget = f"{'met' if b['within_budget'] else 'NOT met'} (step {b['selected_step']})"
+            elif got:
+                met = sum(b["within_budget"] for _, b in got)
+                budget = (f"met {met}/{len(got)} (steps {', '.join(str(b['selected_step']) for _, b in got)})"
+                          if met == len(got) else f"NOT met for {len(got) - met}/{len(got)} defense seeds")
         after = cell("harm", "harmful_rate", last) if spec.attack else "not attacked"
         asr = f"{cell('harm', 'asr', 0)} / {cell('harm', 'asr', last) if spec.attack else '–'}"
         t.add_row(name, cell("harm", "harmful_rate", 0), after, asr, cell("overrefusal", "refusal_rate", 0, True),
@@ -415,10 +421,11 @@ def durability(config: Path, out: Path, workers: int, executor: str | None, sets
     raw = merge(read_yaml_mapping(config), over)
     n_cells = len(cfg.cells_expanded())
     console.print(f"study [bold]{cfg.name}[/bold]: {len(cfg.models)} models, {n_cells} attack cells, "
-                  f"{len(cfg.seed_list())} seeds, steps {cfg.steps}, formats {cfg.formats} -> {out}")
+                  f"{len(cfg.seed_list())} attack seeds, {len(cfg.defense_seed_list())} defense seed(s), "
+                  f"steps {cfg.steps}, formats {cfg.formats} -> {out}")
     summary = run_study(cfg, out, workers=workers, executor=executor, raw_config=raw)
     rows = study_rows(cfg, out / "results.sqlite")
-    for v in verdicts(cfg, aggregate(rows)):
+    for v in verdicts(cfg, aggregate(rows), out):
         console.print("- " + escape(v["text"]), soft_wrap=True, highlight=False)
     console.print(f"runs: {summary['runs_executed']} executed, {summary['runs_skipped']} already done "
                   f"({summary['seconds']:.0f} s); report: {summary['report']}")

@@ -25,8 +25,15 @@ class ModelSpec:
     attack: bool = field(default=True, metadata={
         "help": "false: a reference, evaluated before any attack (step 0) only"})
 
-    def key(self) -> str:
-        return stable_hash({"model": self.model, "defense": self.defense})[:12]
+    def defense_config(self, defense_seed: int = 0) -> dict | None:
+        """The defense's settings for one defense seed (its config's ``seed``)."""
+        return None if self.defense is None else {**self.defense, "seed": defense_seed}
+
+    def key(self, defense_seed: int = 0) -> str:
+        """The model's identity. Seed 0 is every defense config's default seed, so it is left out of
+        the hash: a study that names no defense seeds keeps the keys (and the resume state) it had."""
+        d = self.defense if defense_seed == 0 or self.defense is None else self.defense_config(defense_seed)
+        return stable_hash({"model": self.model, "defense": d})[:12]
 
 
 @dataclass
@@ -54,7 +61,10 @@ class DurabilityConfig:
     grid: dict = field(default_factory=dict, metadata={
         "help": "key -> list of values, crossed; a list item that is a mapping sets several keys at once"})
     cells: list = field(default_factory=list, metadata={"help": "extra cells: overrides of `attack`"})
-    seeds: Any = field(default=5, metadata={"help": "number of seeds (0..n-1) or an explicit list"})
+    seeds: Any = field(default=5, metadata={"help": "attack seeds: a number (0..n-1) or an explicit list"})
+    defense_seeds: Any = field(default=1, metadata={
+        "help": "defense seeds: every defended model is trained once per seed (a number 0..n-1 or a list; it is "
+                "the defense config's `seed`); rows carry both seeds and every spread covers both"})
     steps: list = field(default_factory=lambda: [0, 10, 25], metadata={"help": "checkpoint steps to evaluate"})
     formats: list = field(default_factory=lambda: ["chat"], metadata={"help": "prompt formats for evaluation"})
     eval: dict = field(default_factory=dict, metadata={"help": "evaluation settings (EvalConfig keys)"})
@@ -93,11 +103,12 @@ class DurabilityConfig:
                 entry = DEFENSES.get(d.pop("method"))
                 from_dict(entry.config_cls, d, source=f"models[{s.name}].defense")
         self.models = specs
-        if isinstance(self.seeds, int) and not isinstance(self.seeds, bool):
-            if self.seeds < 1:
-                raise ConfigError(f"field 'seeds': must be >= 1, got {self.seeds}")
-        elif not (isinstance(self.seeds, list) and self.seeds and all(isinstance(s, int) for s in self.seeds)):
-            raise ConfigError(f"field 'seeds': a count or a list of integers, got {self.seeds!r}")
+        for key in ("seeds", "defense_seeds"):
+            _seed_list(getattr(self, key), key)  # raises on a bad value
+        for s in specs:
+            if s.defense is not None and "seed" in s.defense:
+                raise ConfigError(f"field 'models[{s.name}].defense.seed': set defense seeds with the top-level "
+                                  "'defense_seeds' key")
         if not self.steps or not all(isinstance(s, int) and s >= 0 for s in self.steps):
             raise ConfigError(f"field 'steps': a list of non-negative integers, got {self.steps!r}")
         for f in self.formats:
@@ -111,7 +122,16 @@ class DurabilityConfig:
         self.cells_expanded()  # raises on a bad grid
 
     def seed_list(self) -> list[int]:
-        return list(range(self.seeds)) if isinstance(self.seeds, int) else list(self.seeds)
+        """The attack seeds."""
+        return _seed_list(self.seeds, "seeds")
+
+    def defense_seed_list(self) -> list[int]:
+        return _seed_list(self.defense_seeds, "defense_seeds")
+
+    def trained_models(self) -> list[tuple[ModelSpec, int | None]]:
+        """Every model the study evaluates: (spec, defense seed), one per defense seed for a defended
+        model, and (spec, None) for a model without a defense."""
+        return [(s, ds) for s in self.models for ds in (self.defense_seed_list() if s.defense is not None else [None])]
 
     def eval_config(self, fmt: str, baseline: bool = False) -> EvalConfig:
         key = "baseline_eval" if baseline else "eval"
@@ -170,6 +190,18 @@ class DurabilityConfig:
                 seen.add(cell.key)
                 out.append(cell)
         return out
+
+
+def _seed_list(value, key: str) -> list[int]:
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value < 1:
+            raise ConfigError(f"field {key!r}: must be >= 1, got {value}")
+        return list(range(value))
+    if not (isinstance(value, list) and value and all(isinstance(s, int) and not isinstance(s, bool) for s in value)):
+        raise ConfigError(f"field {key!r}: a count or a list of integers, got {value!r}")
+    if len(set(value)) != len(value):
+        raise ConfigError(f"field {key!r}: seeds repeat: {value!r}")
+    return list(value)
 
 
 def _check_model_ref(ref: str, where: str) -> None:

@@ -11,7 +11,8 @@ from pathlib import Path
 import yaml
 
 from ..utils.io import atomic_write_text
-from .aggregate import INTERVAL_LABEL, MIN_SEEDS_FOR_INTERVAL, aggregate, verdicts, worse_direction, worst_cases
+from .aggregate import (INTERVAL_LABEL, MIN_SEEDS_FOR_INTERVAL, aggregate, seed_count, verdicts, worse_direction,
+                        worst_cases)
 
 
 def _fmt(v: float) -> str:
@@ -43,7 +44,7 @@ def plot_curves(agg: list[dict], suite: str, metric: str, fmt: str, path: Path, 
             x = [a["step"] for a in pts]
             ax.plot(x, [a["mean"] for a in pts], marker="o", color=colors[m], label=f"{m} (mean)")
             ax.fill_between(x, [a["min"] for a in pts], [a["max"] for a in pts], color=colors[m], alpha=0.2,
-                            linewidth=0, label=f"{m} (min–max, {len(pts[0]['seeds'])} seeds)")
+                            linewidth=0, label=f"{m} (min–max, {seed_count(pts[0])})")
         for r in refs:
             ax.axhline(r["mean"], color=colors[r["model"]], linestyle="--", linewidth=1,
                        label=f"{r['model']} (step 0, not attacked)")
@@ -79,11 +80,48 @@ def before_attack_blocks(cfg, agg: list[dict]) -> list[tuple]:
         line = [spec.name]
         for s, m, f, j, sp, n in cols:
             hit = [a for a in rows if a["model"] == spec.name and (a["suite"], a["metric"], a["format"]) == (s, m, f)]
-            line.append(_fmt(hit[0]["mean"]) if hit else "–")
+            line.append(_spread(hit[0]) if hit else "–")
         table.append(line)
     return [("h2", "Before any attack"),
-            ("p", "Each model once, before any attack (greedy decoding: the value does not depend on the seed). "
+            ("p", "Each model before any attack (greedy decoding: the value does not depend on the attack seed; a "
+                  "defended model trained with several defense seeds shows mean [min, max] over them). "
                   "Columns name suite/metric (format; judge; split; n)."),
+            ("table", table)]
+
+
+def _spread(a: dict) -> str:
+    return _fmt(a["mean"]) if len(set(a["values"])) == 1 else f"{_fmt(a['mean'])} [{_fmt(a['min'])}, {_fmt(a['max'])}]"
+
+
+def budget_blocks(cfg, out: Path) -> list[tuple]:
+    """Which defended models met the defense budget (read from each model's defense.json): a model
+    outside it is marked here and in the verdicts, not silently compared."""
+    from .runner import budget_status
+
+    table = [["model", "defense seed", "kept step", "budget", "dev over-refusal", "dev utility NLL", "met"]]
+    for spec, ds in cfg.trained_models():
+        if ds is None:
+            continue
+        b = budget_status(out, spec, ds)
+        if b is None:
+            table.append([spec.name, str(ds), "–", "–", "–", "–", "no defense.json in this directory"])
+            continue
+        if b.get("checks") is None:
+            table.append([spec.name, str(ds), str(b.get("selected_step", "last")), "no dev checks", "–", "–", "unknown"])
+            continue
+        row = next((r for r in b["checks"] if r["step"] == b["selected_step"]), {})
+        base = b["checks"][0]
+        table.append([spec.name, str(ds), str(b["selected_step"]),
+                      f"over-refusal {b['budget']['overrefusal']}; NLL {b['budget']['utility_nll']}",
+                      f"{_fmt(row.get('overrefusal', float('nan')))} (undefended {_fmt(base['overrefusal'])})",
+                      f"{row.get('utility_nll', float('nan')):.4f} (undefended {base['utility_nll']:.4f})",
+                      "yes" if b["within_budget"] else "NO: outside the budget, not a matched comparison"])
+    if all(r[-1] == "no defense.json in this directory" for r in table[1:]):
+        return []  # a report rebuilt from results alone (no model directories): nothing to say
+    return [("h2", "Defense budget (matched utility)"),
+            ("p", "Each defense is checked during training on dev splits (over-refusal on borderline/dev, mean token NLL "
+                  "of reference answers on instructions/dev) and keeps the last checked step within the budget; a "
+                  "model that never was within it keeps its last step and is marked here."),
             ("table", table)]
 
 
@@ -127,6 +165,16 @@ def comparison_blocks(cfg, agg: list[dict]) -> list[tuple]:
             ("table", table)]
 
 
+def defense_seeds_note(cfg) -> str:
+    if not any(s.defense is not None for s in cfg.models):
+        return ""
+    ds = cfg.defense_seed_list()
+    if len(ds) == 1:
+        return f"; defense seed {ds[0]} (each defended model was trained once: the spread covers attack seeds only)"
+    return (f"; defense seeds {ds} (each defended model trained once per defense seed; its spreads cover "
+            "defense × attack seeds)")
+
+
 def interval_note(agg: list[dict]) -> str:
     """How the report treats intervals: a percentile bootstrap over fewer than 5 seeds is [min, max]."""
     note = (f". No interval is given for fewer than {MIN_SEEDS_FOR_INTERVAL} seeds: a percentile bootstrap of "
@@ -154,13 +202,15 @@ def build_blocks(cfg, rows: list[dict], out: Path, raw_config: dict) -> list[tup
     first = next((a for a in agg if a["suite"] == suite and a["metric"] == metric), None)
     blocks.append(("p", f"Headline metric {cfg.metric} ({worse_direction(suite, metric)} is worse), judge "
                         f"{first['judge'] if first else '?'}, split {first['split'] if first else '?'}, "
-                        f"n={first['n'] if first else '?'} prompts per evaluation; seeds {seeds}; checkpoint steps "
+                        f"n={first['n'] if first else '?'} prompts per evaluation; attack seeds {seeds}"
+                        f"{defense_seeds_note(cfg)}; checkpoint steps "
                         f"{cfg.steps} (a step: {step_units(cfg)}); prompt formats {cfg.formats}. Every number below "
                         f"is over the seeds: mean, min and max{interval_note(agg)}"))
     blocks.append(("h2", "Verdicts"))
-    for v in verdicts(cfg, agg):
+    for v in verdicts(cfg, agg, out):
         blocks.append(("li", v["text"]))
     blocks += before_attack_blocks(cfg, agg)
+    blocks += budget_blocks(cfg, out)
     blocks += comparison_blocks(cfg, agg)
     blocks.append(("h2", "Durability curves"))
     metrics = sorted({(a["suite"], a["metric"]) for a in agg if a["cell"] != "baseline"},
@@ -177,7 +227,7 @@ def build_blocks(cfg, rows: list[dict], out: Path, raw_config: dict) -> list[tup
     for model, w in wc.items():
         a = w["worst_mean"]
         table.append([model, a["cell_label"], a["format"], str(a["step"]), _fmt(a["mean"]), _fmt(a["min"]),
-                      _fmt(a["max"]), f"{_fmt(w['worst_seed']['value'])} (seed {w['worst_seed']['seed']})"])
+                      _fmt(a["max"]), f"{_fmt(w['worst_seed']['value'])} ({w['worst_seed']['label']})"])
     blocks.append(("table", table))
     blocks.append(("h2", "All results"))
     show_ci = any(a["ci_supported"] for a in agg)
@@ -187,7 +237,7 @@ def build_blocks(cfg, rows: list[dict], out: Path, raw_config: dict) -> list[tup
         ci = f"[{_fmt(a['ci_low'])}, {_fmt(a['ci_high'])}]" if a["ci_supported"] else f"– (< {MIN_SEEDS_FOR_INTERVAL} seeds)"
         table.append([a["model"], a["cell_label"], a["format"], f"{a['suite']}/{a['metric']}", str(a["step"]),
                       _fmt(a["mean"]), _fmt(a["min"]), _fmt(a["max"])] + [ci] * show_ci
-                     + [str(len(a["seeds"])), str(a["n"])])
+                     + [str(len(a["values"])), str(a["n"])])
     blocks.append(("table", table))
     blocks.append(("h2", "Exact config"))
     blocks.append(("code", yaml.safe_dump(raw_config, sort_keys=False)))
@@ -274,7 +324,7 @@ def write_rows_csv(rows: list[dict], path: Path) -> None:
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=list(ROW_FIELDS), lineterminator="\n")
     w.writeheader()
-    w.writerows({k: r[k] for k in ROW_FIELDS} for r in rows)
+    w.writerows({k: r.get(k) for k in ROW_FIELDS} for r in rows)  # None (no defense seed) -> ""
     atomic_write_text(path, buf.getvalue())
 
 
@@ -283,8 +333,9 @@ def read_rows_csv(path: Path) -> list[dict]:
     import csv
 
     ints = ("seed", "step", "n")
-    with open(path, newline="", encoding="utf-8") as f:
-        return [{**r, **{k: int(r[k]) for k in ints}, "value": float(r["value"]) if r["value"] != "" else None}
+    with open(path, newline="", encoding="utf-8") as f:  # a CSV written before defense seeds has no column
+        return [{**r, **{k: int(r[k]) for k in ints}, "value": float(r["value"]) if r["value"] != "" else None,
+                 "defense_seed": int(r["defense_seed"]) if r.get("defense_seed") not in (None, "") else None}
                 for r in csv.DictReader(f)]
 
 

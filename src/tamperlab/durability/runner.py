@@ -33,6 +33,7 @@ def scalar_metrics(metrics: dict) -> dict[str, float]:
 
 def _row(p: dict, step: int, fmt: str, suite: str, m: dict, metric: str, value: float) -> dict:
     return {**{k: p[k] for k in ("model", "model_key", "cell", "cell_label", "eval_key", "seed")},
+            "defense_seed": p.get("defense_seed"),
             "step": step, "format": fmt, "suite": suite, "metric": metric, "judge": m.get("judge", {}).get("name", ""),
             "split": m.get("split", ""), "n": int(m.get("n", 0)), "value": value}
 
@@ -100,21 +101,41 @@ def execute_defense(p: dict) -> dict:
     return {"path": path, "artefacts": [path], "seconds": time.perf_counter() - t0}
 
 
+def defense_dir(out: Path, spec: ModelSpec, defense_seed: int) -> Path:
+    """Where a study trains ``spec``'s defense for one defense seed."""
+    return out / "models" / f"{spec.name}-{spec.key(defense_seed)}"
+
+
+def budget_status(out: Path, spec: ModelSpec, defense_seed: int) -> dict | None:
+    """What a trained defense says of its budget (``within_budget``, ``selected_step``, ``checks``,
+    ``budget`` of its defense.json; ``checks`` None when it ran without dev checks), or None when
+    the defense is not trained (yet) in study directory ``out``."""
+    import json
+
+    info = defense_dir(Path(out), spec, defense_seed) / "defense.json"
+    if not info.exists():
+        return None
+    d = json.loads(info.read_text(encoding="utf-8"))
+    return {k: d.get(k) for k in ("within_budget", "selected_step", "checks", "budget")}
+
+
 def defense_payloads(cfg: DurabilityConfig, out: Path) -> list[dict]:
+    """One task per defended model and defense seed."""
     payloads = []
-    for spec in cfg.models:
-        if spec.defense is not None:
-            d = dict(spec.defense)
-            payloads.append({"model": spec.name, "base": spec.model, "method": d.pop("method"), "config": d,
-                             "out_dir": str(out / "models" / f"{spec.name}-{spec.key()}")})
+    for spec, ds in cfg.trained_models():
+        if ds is not None:
+            d = spec.defense_config(ds)
+            payloads.append({"model": spec.name, "defense_seed": ds, "base": spec.model, "method": d.pop("method"),
+                             "config": d, "out_dir": str(defense_dir(out, spec, ds))})
     return payloads
 
 
 def describe_task(p: dict) -> str:
     """Which task, in words (for the error when it fails)."""
     if "method" in p:
-        return f"defense {p['method']!r} of model {p['model']!r} (into {p['out_dir']})"
-    return f"run of model {p['model']!r}, cell {p['cell_label']!r} ({p['cell']}), seed {p['seed']}"
+        return f"defense {p['method']!r} of model {p['model']!r}, defense seed {p['defense_seed']} (into {p['out_dir']})"
+    ds = "" if p.get("defense_seed") is None else f"defense seed {p['defense_seed']}, "
+    return f"run of model {p['model']!r}, cell {p['cell_label']!r} ({p['cell']}), {ds}seed {p['seed']}"
 
 
 class StudyTaskError(RuntimeError):
@@ -133,15 +154,18 @@ def run_tasks(executor: str, payloads: list[dict], job, workers: int, on_done) -
         raise StudyTaskError(e.payload, f"{describe_task(e.payload)} failed: {e}") from e.__cause__
 
 
-def plan(cfg: DurabilityConfig, model_paths: dict[str, str]) -> list[dict]:
+def plan(cfg: DurabilityConfig, model_paths: dict[tuple[str, int | None], str]) -> list[dict]:
+    """Every run: (model, defense seed) × cell × attack seed; ``model_paths`` maps (name, defense
+    seed) to the model to load (None for a model without a defense)."""
     from ..attacks import ATTACKS
 
     eval_key = cfg.eval_key()
     base = {"eval": {k: v for k, v in cfg.eval.items()}, "formats": list(cfg.formats), "eval_key": eval_key}
     payloads = []
     cells = cfg.cells_expanded()  # once: every model is attacked by the same cells
-    for spec in cfg.models:
-        m = {"model": spec.name, "model_key": spec.key(), "model_path": model_paths[spec.name]}
+    for spec, ds in cfg.trained_models():
+        m = {"model": spec.name, "model_key": spec.key(ds or 0), "model_path": model_paths[(spec.name, ds)],
+             "defense_seed": ds}
         if cfg.baseline_eval:
             payloads.append({**base, **m, "eval": dict(cfg.baseline_eval), "eval_key": cfg.eval_key(baseline=True),
                              "cell": BASELINE_CELL, "cell_label": "before any attack (baseline eval)",
@@ -184,12 +208,12 @@ def run_study(cfg: DurabilityConfig, out_dir: str | Path, *, workers: int = 1, e
     atomic_write_text(out / "config.yaml", yaml.safe_dump(raw_config or _plain(cfg), sort_keys=False))
     db = out / DB_NAME
     t0 = time.perf_counter()
-    model_paths = {spec.name: spec.model for spec in cfg.models}
+    model_paths = {(spec.name, ds): spec.model for spec, ds in cfg.trained_models()}
     defenses = defense_payloads(cfg, out)
     if defenses:
         with progress(f"{cfg.name}: defenses", len(defenses)) as advance:
             def defended(p: dict, r: dict) -> None:
-                model_paths[p["model"]] = r["path"]
+                model_paths[(p["model"], p["defense_seed"])] = r["path"]
                 advance(1)
             run_tasks(executor, defenses, execute_defense, workers, defended)
     payloads = [{**p, "samples_dir": str(out / "samples")} for p in plan(cfg, model_paths)]
@@ -219,7 +243,7 @@ def run_study(cfg: DurabilityConfig, out_dir: str | Path, *, workers: int = 1, e
 def study_rows(cfg: DurabilityConfig, db: Path, payloads: list[dict] | None = None) -> list[dict]:
     """The rows of this config's runs only: a study directory may also hold rows of an earlier
     version of the config (other cells or evaluation settings); those are kept but not reported."""
-    payloads = payloads if payloads is not None else plan(cfg, {s.name: "" for s in cfg.models})
+    payloads = payloads if payloads is not None else plan(cfg, {(s.name, ds): "" for s, ds in cfg.trained_models()})
     keys = {_run_key(p) for p in payloads}
     with ResultStore(db) as store:
         return [r for r in store.rows() if _run_key(r) in keys]

@@ -16,16 +16,21 @@ CREATE TABLE IF NOT EXISTS results (
     model TEXT NOT NULL, model_key TEXT NOT NULL, cell TEXT NOT NULL, cell_label TEXT NOT NULL,
     eval_key TEXT NOT NULL, seed INTEGER NOT NULL, step INTEGER NOT NULL, format TEXT NOT NULL,
     suite TEXT NOT NULL, metric TEXT NOT NULL, judge TEXT NOT NULL, split TEXT NOT NULL,
-    n INTEGER NOT NULL, value REAL, created REAL NOT NULL,
+    n INTEGER NOT NULL, value REAL, created REAL NOT NULL, defense_seed INTEGER,
     PRIMARY KEY (model_key, cell, eval_key, seed, step, format, suite, metric));
 CREATE TABLE IF NOT EXISTS runs (
     model_key TEXT NOT NULL, cell TEXT NOT NULL, eval_key TEXT NOT NULL, seed INTEGER NOT NULL,
     model TEXT NOT NULL, cell_label TEXT NOT NULL, attack TEXT NOT NULL, seconds REAL, finished REAL,
+    defense_seed INTEGER,
     PRIMARY KEY (model_key, cell, eval_key, seed));
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 ROW_FIELDS = ("model", "model_key", "cell", "cell_label", "eval_key", "seed", "step", "format", "suite",
-              "metric", "judge", "split", "n", "value")
+              "metric", "judge", "split", "n", "value", "defense_seed")
+# The defense seed (NULL for a model without a defense, and in rows of a database written before
+# studies had defense seeds: those defenses were trained once, with seed 0). The model key already
+# tells defense seeds apart, so the primary keys are unchanged.
+ADDED_COLUMNS = {"results": ("defense_seed", "INTEGER"), "runs": ("defense_seed", "INTEGER")}
 
 
 class ResultStore:
@@ -38,6 +43,9 @@ class ResultStore:
         self.con.execute("PRAGMA synchronous=FULL")
         self.con.execute("PRAGMA busy_timeout=60000")  # parallel workers wait, never fail
         self.con.executescript(SCHEMA)
+        for table, (column, kind) in ADDED_COLUMNS.items():  # an older database gains the column
+            if column not in {r[1] for r in self.con.execute(f"PRAGMA table_info({table})")}:
+                self.con.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
 
     def close(self) -> None:
         self.con.close()
@@ -49,7 +57,7 @@ class ResultStore:
         self.close()
 
     def _insert(self, row: dict) -> bool:
-        vals = tuple(row[f] for f in ROW_FIELDS)
+        vals = tuple(row.get(f) for f in ROW_FIELDS)
         key = (row["model_key"], row["cell"], row["eval_key"], row["seed"], row["step"], row["format"],
                row["suite"], row["metric"])
         old = self.con.execute(
@@ -63,9 +71,11 @@ class ResultStore:
         return old is None
 
     def _mark(self, run: dict, seconds: float) -> None:
-        self.con.execute("INSERT OR REPLACE INTO runs VALUES (?,?,?,?,?,?,?,?,?)",
+        self.con.execute("INSERT OR REPLACE INTO runs (model_key, cell, eval_key, seed, model, cell_label, attack, "
+                         "seconds, finished, defense_seed) VALUES (?,?,?,?,?,?,?,?,?,?)",
                          (run["model_key"], run["cell"], run["eval_key"], run["seed"], run["model"],
-                          run["cell_label"], json.dumps(run["attack"], sort_keys=True), seconds, time.time()))
+                          run["cell_label"], json.dumps(run["attack"], sort_keys=True), seconds, time.time(),
+                          run.get("defense_seed")))
 
     def _transaction(self, fn):
         self.con.execute("BEGIN IMMEDIATE")
