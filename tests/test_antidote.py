@@ -263,3 +263,18 @@ def test_clean_safety_term_is_added_with_its_weight(tiny, tmp_path):
     t.close()
     u = _trainer(tiny, tmp_path / "off")
     assert "clean_safety" not in u.defender_step(1, 0)
+
+
+def test_over_long_prompts_are_left_out_with_a_warning_not_an_error(tiny, tmp_path):
+    """As refusal SFT does: a utility example or pair whose prompt fills max_length is dropped
+    before the seeded order (the demo's GSM8K items at max_length 160 once stopped AntiDote)."""
+    long = "word " * 80
+    benign = BENIGN + [SFTExample("long-b", long, "an answer")]
+    pairs = PAIRS + [(SFTExample("long-p", long, "I can't help."), SFTExample("long-p", long, "Sure."))]
+    cfg = AntiDoteConfig(steps=2, block=1, batch_size=2, benign_batch_size=2, max_length=64, checkpoint_every=0,
+                         lora_targets=["q_proj"])
+    with pytest.warns(UserWarning, match=r"1 utility example\(s\) have a prompt of max_length=64.*'long-b'"):
+        t = AntiDoteTrainer(tiny, cfg, Engine(tmp_path, grad_accum=cfg.grad_accum), pairs, benign)
+    _OPEN.append(t)
+    assert all(c[0].id != "long-p" for c in t.pair_order) and all(e.id != "long-b" for e in t.benign_order)
+    assert {c[0].id for c in t.pair_order} <= {p[0].id for p in PAIRS}

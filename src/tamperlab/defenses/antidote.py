@@ -21,7 +21,7 @@ import torch
 from ..models.hooks import capture_inputs, find_sites, low_rank_patch
 from ..models.loading import LoadedModel
 from ..prompts.formats import encode_prompts
-from ..training.data import SFTExample, build_features, collate, ordered_examples
+from ..training.data import SFTExample, build_features, collate, fit_pool_or_warn, ordered_examples
 from ..training.engine import Engine
 from ..training.adapters import DEFAULT_TARGETS, lora_on, save_defended
 from ..training.losses import kl_to_reference, mean_nll, preference_loss, sequence_logps, token_logps
@@ -127,6 +127,11 @@ class AntiDoteTrainer:
             pairs = pairs if pairs is not None else data.pairs
             benign = benign if benign is not None else data.utility
             self.provenance = data.provenance
+        # over-long prompts are left out (with a warning), as refusal SFT does, before the seeded order
+        benign = fit_pool_or_warn(lm.tokenizer, benign, cfg.format, cfg.max_length, "utility example")
+        fit = {e.id for e in fit_pool_or_warn(lm.tokenizer, [p[0] for p in pairs], cfg.format, cfg.max_length,
+                                               "preference pair")}
+        pairs = [p for p in pairs if p[0].id in fit]
         if not pairs:
             raise ConfigError("AntiDote needs (refusal, harmful answer) pairs; none found")
         torch.manual_seed(cfg.seed)

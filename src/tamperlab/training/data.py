@@ -64,6 +64,18 @@ def fit_pool(tokenizer, pool: list[SFTExample], fmt: str | PromptFormat, max_len
     return kept, [e.id for e, n in zip(pool, lengths) if n >= max_length]
 
 
+def fit_pool_or_warn(tokenizer, pool: list[SFTExample], fmt: str | PromptFormat, max_length: int,
+                     what: str = "training example") -> list[SFTExample]:
+    """:func:`fit_pool` that says what it left out (every trainer drops over-long prompts the same way)."""
+    import warnings
+
+    kept, dropped = fit_pool(tokenizer, pool, fmt, max_length)
+    if dropped:
+        warnings.warn(f"{len(dropped)} {what}(s) have a prompt of max_length={max_length} tokens or more and were "
+                      f"left out (e.g. {dropped[0]!r})", stacklevel=3)
+    return kept
+
+
 def collate(features: list[dict], pad_id: int, device: torch.device | str | None = None) -> dict[str, torch.Tensor]:
     """Right-pad a batch; padding is masked out of attention and loss. ``device``: where the
     tensors go (the Trainer moves them itself; hand-written loops pass their model's device)."""

@@ -3,11 +3,10 @@
 ``build_features`` → ``collate``), so the data order is a function of the seed alone."""
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 from ..models.loading import LoadedModel
-from .data import IGNORE_INDEX, SFTExample, build_features, collate, fit_pool, ordered_examples
+from .data import IGNORE_INDEX, SFTExample, build_features, collate, fit_pool_or_warn, ordered_examples
 from .engine import Engine
 from .losses import mean_nll, weighted_nll
 
@@ -34,10 +33,7 @@ class SupervisedBatches:
 
     def __init__(self, lm: LoadedModel, pool: list[SFTExample], *, steps: int, batch_size: int, grad_accum: int,
                  seed: int, fmt: str, max_length: int, device):
-        pool, dropped = fit_pool(lm.tokenizer, pool, fmt, max_length)
-        if dropped:
-            warnings.warn(f"{len(dropped)} training example(s) have a prompt of max_length={max_length} tokens "
-                          f"or more and were left out (e.g. {dropped[0]!r})", stacklevel=3)
+        pool = fit_pool_or_warn(lm.tokenizer, pool, fmt, max_length)
         self.pool = pool
         self.examples = ordered_examples(pool, steps * batch_size * grad_accum, seed)
         self.feats = build_features(lm.tokenizer, self.examples, fmt, max_length)
