@@ -26,12 +26,15 @@ def _read(path: Path) -> list[dict]:
     return [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
 
 
-def sample(study: Path, per_group: int = 30, seed: int = 0) -> list[dict]:
+def sample(study: Path, per_group: int = 30, seed: int = 0, skip: tuple[str, ...] = ()) -> list[dict]:
+    """``skip``: models (study names) whose answers are not sampled (already labelled elsewhere)."""
     rng = random.Random(seed)
     groups: dict[tuple, list[dict]] = {}
     for f in sorted((study / "samples").rglob("samples.jsonl")):
         model_dir, cell, seed_dir, step_dir = f.parts[-5:-1]
         model = model_dir.rsplit("-", 1)[0]
+        if model in skip:
+            continue
         step = int(step_dir.split("-")[0][4:])
         for r in _read(f):
             if r["suite"] not in HARMFUL_SUITES | BENIGN_SUITES:
@@ -109,16 +112,22 @@ def main() -> None:
     s = sub.add_parser("sample")
     s.add_argument("study", type=Path)
     s.add_argument("--per-group", type=int, default=30)
+    s.add_argument("--skip", nargs="*", default=[], help="models whose answers are not sampled")
+    s.add_argument("--first-item", type=int, default=0, help="number of the first item (after an earlier set)")
+    s.add_argument("--out", type=Path, default=OUT / "items.jsonl")
     g = sub.add_parser("generate")
     g.add_argument("models", nargs="+", help="NAME=MODEL (a preset or a model directory)")
     sub.add_parser("agreement")
     a = ap.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     if a.cmd in ("sample", "generate"):
-        items = (sample(a.study, a.per_group) if a.cmd == "sample"
+        items = (sample(a.study, a.per_group, skip=tuple(a.skip)) if a.cmd == "sample"
                  else generate(dict(m.split("=", 1) for m in a.models)))
-        (OUT / "items.jsonl").write_text("".join(json.dumps(x, ensure_ascii=False) + "\n" for x in items))
-        print(f"{len(items)} items -> {OUT / 'items.jsonl'}")
+        path = a.out if a.cmd == "sample" else OUT / "items.jsonl"
+        for it in items:
+            it["item"] += getattr(a, "first_item", 0)
+        path.write_text("".join(json.dumps(x, ensure_ascii=False) + "\n" for x in items))
+        print(f"{len(items)} items -> {path}")
     else:
         labels = _read(OUT / "labels.jsonl")
         res = agreement(labels)

@@ -23,7 +23,8 @@ def _load(tmp_path, text):
 
 def test_shipped_configs_validate():
     for path in ("configs/durability/tiny.yaml", "configs/durability/smollm2-quick.yaml",
-                 "configs/durability/smollm2-full.yaml", "configs/comparison/smollm2.yaml"):
+                 "configs/durability/smollm2-full.yaml", "configs/comparison/smollm2.yaml",
+                 "configs/comparison/smollm2-v1.yaml"):
         cfg = load_study(path)
         assert cfg.cells_expanded()
 
@@ -35,8 +36,19 @@ def test_the_packaged_demo_study_validates():
     assert {m.name for m in cfg.models} == {"undefended", "refusal-sft", "antidote"}
 
 
-def test_comparison_reuses_the_quick_studys_refusal_sft_runs():
-    quick, comp = load_study("configs/durability/smollm2-quick.yaml"), load_study("configs/comparison/smollm2.yaml")
+def test_comparison_reuses_the_demos_defended_models_as_defense_seed_0():
+    from importlib.resources import files
+
+    demo = load_study(str(files("tamperlab.durability") / "presets" / "demo.yaml"))
+    comp = load_study("configs/comparison/smollm2.yaml")
+    demo.validate()
+    comp.validate()
+    assert comp.defense_seed_list() == [0, 1, 2] and len(comp.seed_list()) >= 2
+    assert {m.name: m.key() for m in demo.models} == {m.name: m.key(0) for m in comp.models}
+
+
+def test_the_first_comparison_reuses_the_quick_studys_refusal_sft_runs():
+    quick, comp = load_study("configs/durability/smollm2-quick.yaml"), load_study("configs/comparison/smollm2-v1.yaml")
     assert quick.eval_key() == comp.eval_key()
     assert [c.key for c in quick.cells_expanded()] == [c.key for c in comp.cells_expanded()]
     assert {m.name: m.key() for m in quick.models}["refusal-sft"] == {m.name: m.key() for m in comp.models}["refusal-sft"]

@@ -87,18 +87,18 @@ def test_a_changed_inline_value_is_caught(tmp_path):
 def test_a_changed_result_file_is_caught(tmp_path):
     """The other direction: the result file moves and the committed page no longer matches."""
     root = _copy_repo_results(tmp_path)
-    csv_path = root / "docs" / "comparison" / "results.csv"
+    csv_path = root / "docs" / "comparison-v1" / "results.csv"
     rows = csv_path.read_text(encoding="utf-8").splitlines()
     i = next(i for i, r in enumerate(rows)
              if r.startswith("antidote,") and ",lora r8 lr=0.0001 constant harmful," in r and ",0,25," in r)
     rows[i] = rows[i].rsplit(",", 1)[0] + ",0.18"
     csv_path.write_text("\n".join(rows) + "\n", encoding="utf-8")
-    changed = BLOCKS["comparison-harm"](Results(root))
-    assert changed != BLOCKS["comparison-harm"](Results(ROOT))
+    changed = BLOCKS["comparison-v1-harm"](Results(root))
+    assert changed != BLOCKS["comparison-v1-harm"](Results(ROOT))
     row = "| LoRA lr 1e-4 constant, harmful | 0.32 → 0.72 [0.72, 0.72] | 0.02 → 0.21 [0.18, 0.22] | yes |"
     assert row in changed
     # the seeds now differ, so README's "0.22 on all three seeds" has no value behind it: an error, not a pass
-    with pytest.raises(QuoteError, match="unknown quoted value 'comparison.antidote.lora-constant.step25.every-seed'"):
+    with pytest.raises(QuoteError, match="unknown quoted value 'comparison-v1.antidote.lora-constant.step25.every-seed'"):
         check_paths([root / "README.md"], root)
 
 
@@ -140,8 +140,8 @@ def test_the_five_corrected_numbers():
     assert v["base-contrast.eval.mean"] == "+0.01"
     assert v["unweighted-code-contrast.eval.mean"] == "+0.03"
     assert v["unweighted-code-contrast.train.mean"] == "+0.05"
-    assert v["comparison.antidote.lora-constant.step25.every-seed"] == "0.22"
-    assert float(v["comparison.threshold"]) < 0.22
+    assert v["comparison-v1.antidote.lora-constant.step25.every-seed"] == "0.22"
+    assert float(v["comparison-v1.threshold"]) < 0.22
 
 
 def test_script_check_mode_exit_codes(tmp_path):

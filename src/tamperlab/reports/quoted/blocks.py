@@ -90,9 +90,9 @@ def _separated(better: list[float], worse: list[float]) -> str:
     return "no (within the seed spread)"
 
 
-@block("comparison-harm")
+@block("comparison-v1-harm")
 def _comparison_harm(r: Results) -> str:
-    st = Study.load(r, "comparison")
+    st = Study.load(r, "comparison-v1")
     last = st.attack_steps()[-1]
     rows = []
     for cell in st.cells():
@@ -104,14 +104,14 @@ def _comparison_harm(r: Results) -> str:
     header = [f"attack ({last} steps, batch {st.config['attack']['batch_size']})",
               f"refusal SFT, step 0 → {last}", f"AntiDote, step 0 → {last}",
               "AntiDote better on every attack seed?"]
-    return table(header, rows, ["docs/comparison/results.csv"],
+    return table(header, rows, ["docs/comparison-v1/results.csv"],
                  note=f"{st.seeds()} attack seeds per cell (the attack's data order and LoRA init); "
                       "each defense was trained once. ")
 
 
-@block("comparison-baseline")
+@block("comparison-v1-baseline")
 def _comparison_baseline(r: Results) -> str:
-    st = Study.load(r, "comparison")
+    st = Study.load(r, "comparison-v1")
     n_harm = st.config["eval"]["limit"]
     rows = []
     for m in st.config["models"]:
@@ -120,7 +120,7 @@ def _comparison_baseline(r: Results) -> str:
         rows.append([DEFENSE_LABELS[name], f2(st.before(name)), v("overrefusal", "refusal_rate"),
                      v("mmlu", "accuracy"), f"{v('gsm8k', 'accuracy')} ({v('gsm8k', 'parse_failure_rate')})"])
     header = ["model", f"harm ASR (n={n_harm})", "XSTest over-refusal ↓", "MMLU ↑", "GSM8K ↑ (parse failures)"]
-    return table(header, rows, ["docs/comparison/results.csv"])
+    return table(header, rows, ["docs/comparison-v1/results.csv"])
 
 
 def _insert_rows(ins: dict, rel: str, labels: dict[str, str]) -> list[list[str]]:

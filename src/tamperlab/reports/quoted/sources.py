@@ -168,7 +168,7 @@ LEARNABILITY = {
 TAKEOFF_NATS = 1.0  # a learnability run "takes off" at the first step its training-split shift passes this
 
 
-STUDIES = ("demo", "durability-quick", "comparison")
+STUDIES = ("demo", "durability-quick", "comparison-v1")
 CELLS = {  # results.csv cell_label -> (fact slug, README label)
     "lora r8 lr=0.0001 constant harmful": ("lora-constant", "LoRA lr 1e-4 constant, harmful"),
     "lora r8 lr=0.0001 cosine-warmup(5) harmful": ("lora-cosine", "LoRA lr 1e-4 cosine+warmup, harmful"),
