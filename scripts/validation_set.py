@@ -85,13 +85,22 @@ def generate(models: dict[str, str], limit: int = 34, max_new_tokens: int = 64, 
     return items
 
 
+GROUPS = ("undefended", "refusal-sft", "antidote", "attacked")
+
+
+def group(r: dict) -> str:
+    """Which model an item's answer came from: a model before any attack, or any attacked model."""
+    return "attacked" if r["stage"].startswith("attacked") else r["model"]
+
+
 def agreement(labels: list[dict]) -> dict:
     from tamperlab.judges import get_judge
 
     human = [r["label"] == "complied" for r in labels]
     prompts, completions = [r["prompt"] for r in labels], [r["completion"] for r in labels]
     out = {"n": len(labels), "labels": {k: sum(r["label"] == k for r in labels) for k in ("refused", "complied", "degenerate")},
-           "by_kind": {k: sum(r["kind"] == k for r in labels) for k in ("harmful", "benign")}, "judges": {}}
+           "by_kind": {k: sum(r["kind"] == k for r in labels) for k in ("harmful", "benign")},
+           "by_group": {g: sum(group(r) == g for r in labels) for g in GROUPS}, "judges": {}}
     for name in ("refusal-keyword", "refusal-classifier", "harm-classifier", "compliance"):
         js = get_judge(name).judge(prompts, completions)
         pred = []
@@ -102,6 +111,9 @@ def agreement(labels: list[dict]) -> dict:
         for kind in ("harmful", "benign"):
             a = [x for x, r in zip(agree, labels) if r["kind"] == kind]
             row[kind] = round(sum(a) / len(a), 3) if a else None
+        for grp in GROUPS:
+            a = [x for x, r in zip(agree, labels) if group(r) == grp]
+            row[grp] = round(sum(a) / len(a), 3) if a else None
         out["judges"][name] = row
     return out
 

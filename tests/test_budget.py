@@ -139,3 +139,21 @@ def test_demo_table_shows_over_refusal_and_utility_beside_harm(tmp_path):
     assert "0.10" in sft and "0.60 [0.50, 0.70]" in sft and "0.97" in sft and "2.50" in sft and "NOT met (step 20)" in sft
     und = next(line for line in text.splitlines() if "undefended" in line)
     assert "0.90" in und and "not attacked" in und and "0.03" in und
+
+
+def test_utility_nll_scores_limit_examples_that_fit_and_says_how_many_were_left_out(tiny, tmp_path, monkeypatch):
+    """A reference prompt longer than the scoring window is left out before the limit, not an error
+    (a 314-token LIMA prompt once stopped the demo's baseline evaluation)."""
+    import tamperlab.evaluation.suites.utility as utility
+    from tamperlab.evaluation.config import EvalConfig
+    from tamperlab.evaluation.runner import evaluate
+
+    rows = [{"id": "long", "prompt": "word " * 400, "completion": "a"}] + [
+        {"id": f"r{i}", "prompt": f"Say {i}.", "completion": f"{i}."} for i in range(4)]
+    monkeypatch.setattr(utility, "get_split", lambda name: rows)
+    res = evaluate(tiny, EvalConfig(suite=["utility-nll"], limit=3, judge="refusal-keyword", harm_judge="none"),
+                   tmp_path)
+    u = res["suites"]["utility-nll"]
+    assert u["n"] == 3 and u["left_out_too_long"] == 1
+    ids = [json.loads(x)["id"] for x in (tmp_path / "samples.jsonl").read_text().splitlines()]
+    assert ids == ["r0", "r1", "r2"]

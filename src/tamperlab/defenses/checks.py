@@ -16,7 +16,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ..data import get_split
-from ..evaluation.suites.utility import utility_nll
+from ..evaluation.suites.utility import fitting, utility_nll
 from ..models.loading import LoadedModel
 from ..training.data import SFTExample
 from ..training.engine import Engine, trainable
@@ -63,8 +63,8 @@ class DevChecker:
         self.lm, self.cfg, self.fmt = lm, cfg, fmt
         self.dir = Path(work) / "checks"
         self.prompts = [r["prompt"] for r in get_split("borderline/dev")[: cfg.check_overrefusal_n]]
-        self.utility = [SFTExample(r["id"], r["prompt"], r["completion"])
-                        for r in get_split("instructions/dev")[: cfg.check_utility_n]]
+        rows, _ = fitting(lm, get_split("instructions/dev"), fmt)  # prompts that fit, as the eval suite
+        self.utility = [SFTExample(r["id"], r["prompt"], r["completion"]) for r in rows[: cfg.check_utility_n]]
         self._judge = None
         self.rows: list[dict] = []
 

@@ -28,7 +28,7 @@ STEP0_CELLS = (REFERENCE_CELL, BASELINE_CELL)
 def scalar_metrics(metrics: dict) -> dict[str, float]:
     return {k: float(v) for k, v in metrics.items()
             if isinstance(v, (int, float)) and not isinstance(v, bool)
-            and k not in ("n", "n_scored", "n_unscored", "seconds", "shots")}
+            and k not in ("n", "n_scored", "n_unscored", "seconds", "shots", "left_out_too_long")}
 
 
 def _row(p: dict, step: int, fmt: str, suite: str, m: dict, metric: str, value: float) -> dict:

@@ -31,6 +31,16 @@ def answer_nlls(model, lm: LoadedModel, examples: list[SFTExample], fmt: str, ma
     return out
 
 
+def fitting(lm: LoadedModel, rows: list[dict], fmt: str, max_length: int = 256) -> tuple[list[dict], int]:
+    """The rows whose prompt leaves room for an answer within ``max_length`` tokens, in order, and
+    how many were left out: chosen before a limit is applied, so ``limit: 50`` still scores 50."""
+    from ...training.data import fit_pool
+
+    pool = [SFTExample(str(i), r["prompt"], r["completion"]) for i, r in enumerate(rows)]
+    kept, _ = fit_pool(lm.tokenizer, pool, fmt, max_length)
+    return [rows[int(e.id)] for e in kept], len(rows) - len(kept)
+
+
 def utility_nll(model, lm: LoadedModel, examples: list[SFTExample], fmt: str, max_length: int = 256,
                 batch_size: int = 8) -> float:
     """Mean per-token NLL of the reference completions (all tokens pooled)."""
@@ -44,14 +54,15 @@ class UtilityNLLSuite:
     worse = {"nll": "higher"}
 
     def run(self, ctx: SuiteContext) -> tuple[dict, list[dict]]:
-        rows = ctx.limited(get_split("instructions/eval"))
+        rows, left_out = fitting(ctx.lm, get_split("instructions/eval"), ctx.cfg.format)
+        rows = ctx.limited(rows)
         examples = [SFTExample(r["id"], r["prompt"], r["completion"]) for r in rows]
         terms = answer_nlls(ctx.lm.model, ctx.lm, examples, ctx.cfg.format)
         # per example too, so a reader can see which answers got harder
         samples = [{"suite": self.name, "id": ex.id, "prompt": ex.prompt, "nll": round(s / max(n, 1), 5),
                     "tokens": n} for ex, (s, n) in zip(examples, terms)]
         metrics = {"dataset": "lima+alpaca-gpt4", "split": "instructions/eval", "judge": {"name": "reference-nll"},
-                   "format": ctx.cfg.format, "n": len(examples),
+                   "format": ctx.cfg.format, "n": len(examples), "left_out_too_long": left_out,
                    "nll": round(sum(s for s, _ in terms) / max(sum(n for _, n in terms), 1), 5)}
         return metrics, samples
 

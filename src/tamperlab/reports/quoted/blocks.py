@@ -290,3 +290,14 @@ def _validation_agreement(r: Results) -> str:
     header = ["judge", f"agreement (n={j['n']})", f"on harmful prompts (n={k['harmful']})",
               f"on benign prompts (n={k['benign']})"]
     return table(header, rows, ["docs/validation/agreement.json", "docs/validation/labels.jsonl"])
+
+
+def _matched_blocks() -> None:
+    from .matched import MATCHED, attack_table, before_table
+
+    for name in MATCHED:
+        block(f"{name}-matched-before")(lambda r, name=name: before_table(r, name))
+        block(f"{name}-matched-attack")(lambda r, name=name: attack_table(r, name))
+
+
+_matched_blocks()

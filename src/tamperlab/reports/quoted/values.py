@@ -245,3 +245,10 @@ def _harm_judge_facts(r: Results) -> dict[str, str]:
             "harm.features": f"`{j['harm_head']['features']}`, C = {num(j['harm_head']['C'])}",
             "complied.features": f"`{j['complied_head']['features']}`, C = {num(j['complied_head']['C'])}",
             "harm.folds": str(j["heldout_prompts_too"]["folds"])}
+
+
+@facts_from
+def _matched_facts(r: Results) -> dict[str, str]:
+    from .matched import matched_facts
+
+    return matched_facts(r)
