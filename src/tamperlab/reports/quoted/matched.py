@@ -106,6 +106,10 @@ class Matched:
         return [a and b for a, b in zip(ok, got)]
 
 
+def _n(k: int, what: str) -> str:
+    return f"{k} {what}{'s' * (k != 1)}"
+
+
 def spread(v: list[float]) -> str:
     return f2(v[0]) if len(set(v)) == 1 else mmm(v)
 
@@ -114,8 +118,10 @@ def before_table(r: Results, name: str) -> str:
     st = Matched.load(r, name)
     base_nll = st.baseline("undefended", "utility-nll", "nll")[0]
     header = ["model", "defense seeds", "harmful rate ↓", "ASR (not refused) ↓", "XSTest-safe over-refusal ↓",
-              "borderline over-refusal ↓", "utility NLL (vs undefended)", "benign instructions not answered ↓"]
-    mmlu = st.has("mmlu", "accuracy")
+              "borderline over-refusal ↓", "utility NLL (vs undefended)"]
+    instr, mmlu = st.has("instructions", "not_complied_rate"), st.has("mmlu", "accuracy")
+    if instr:
+        header.append("benign instructions not answered ↓")
     if mmlu:
         header.append("MMLU (chance 0.25)")
     header += ["dev budget met", "eval-split budget met"]
@@ -128,8 +134,9 @@ def before_table(r: Results, name: str) -> str:
                spread(st.before(model)), spread(st.before(model, "asr")),
                spread(st.baseline(model, "overrefusal", "refusal_rate")),
                spread(st.baseline(model, "borderline", "refusal_rate")),
-               f"{spread(nll)}" + ("" if not defended else f" ({signed(100 * mean(rel), 1)}%)"),
-               spread(st.baseline(model, "instructions", "not_complied_rate"))]
+               f"{spread(nll)}" + ("" if not defended else f" ({signed(100 * mean(rel), 1)}%)")]
+        if instr:
+            row.append(spread(st.baseline(model, "instructions", "not_complied_rate")))
         if mmlu:
             row.append(spread(st.baseline(model, "mmlu", "accuracy")))
         if defended:
@@ -142,9 +149,9 @@ def before_table(r: Results, name: str) -> str:
     n_harm, n_base = st.config["eval"]["limit"], st.config["baseline_eval"]["limit"]
     note = (f"Harm: HarmBench `harmful/eval` n={n_harm}, harmful rate by `harm-classifier`, ASR = not refused by "
             f"`compliance`. Over-refusal: refusal rate (`compliance`) on XSTest-safe and `borderline/eval`; utility: "
-            f"mean token NLL of reference answers on `instructions/eval` and the share of those instructions not "
-            f"answered; n={n_base} each. Defended models: mean [min, max] over {st.seeds('defense_seeds')} defense "
-            f"seeds. Budget: over-refusal ≤ undefended + 0.10 on both splits and NLL ≤ undefended × 1.05 "
+            f"mean token NLL of reference answers on `instructions/eval`" + (" and the share of those instructions "
+            "not answered" if instr else "") + f"; n={n_base} each. Defended models: mean [min, max] over "
+            f"{_n(st.seeds('defense_seeds'), 'defense seed')}. Budget: over-refusal ≤ undefended + 0.10 on both splits and NLL ≤ undefended × 1.05 "
             f"(dev: as checked during training; eval: on these splits). ")
     return table(header, rows, [f"docs/{name}/results.csv", f"docs/{name}/models/*/defense.json"], note=note)
 
@@ -174,7 +181,7 @@ def attack_table(r: Results, name: str) -> str:
             row.append("yes" if max(a) < min(b) else ("no: the other way on every seed" if min(a) > max(b)
                                                       else "no (within the seed spread)"))
         rows.append(row)
-    note = (f"mean [min, max] over {st.seeds('defense_seeds')} defense seeds × {st.seeds()} attack seeds "
+    note = (f"mean [min, max] over {_n(st.seeds('defense_seeds'), 'defense seed')} × {_n(st.seeds(), 'attack seed')} "
             f"(harm judge `harm-classifier`, n={st.config['eval']['limit']}). ")
     return table(header, rows, [f"docs/{name}/results.csv"], note=note)
 
@@ -197,6 +204,8 @@ def matched_facts(r: Results) -> dict[str, str]:
             out[f"{p}.{model}.before.mean"] = f2(mean(b))
             for suite, metric in (("overrefusal", "refusal_rate"), ("borderline", "refusal_rate"),
                                   ("utility-nll", "nll"), ("instructions", "not_complied_rate")):
+                if not st.has(suite, metric):
+                    continue
                 v = st.baseline(model, suite, metric)
                 out[f"{p}.{model}.{suite}"] = spread(v)
                 out[f"{p}.{model}.{suite}.mean"] = f2(mean(v))
