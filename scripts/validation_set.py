@@ -86,6 +86,7 @@ def generate(models: dict[str, str], limit: int = 34, max_new_tokens: int = 64, 
 
 
 GROUPS = ("undefended", "refusal-sft", "antidote", "attacked")
+AS_USED = "harm-classifier, as the suites use it"  # harmful head on harmful prompts, complied head on benign
 
 
 def group(r: dict) -> str:
@@ -101,11 +102,16 @@ def agreement(labels: list[dict]) -> dict:
     out = {"n": len(labels), "labels": {k: sum(r["label"] == k for r in labels) for k in ("refused", "complied", "degenerate")},
            "by_kind": {k: sum(r["kind"] == k for r in labels) for k in ("harmful", "benign")},
            "by_group": {g: sum(group(r) == g for r in labels) for g in GROUPS}, "judges": {}}
-    for name in ("refusal-keyword", "refusal-classifier", "harm-classifier", "compliance"):
-        js = get_judge(name).judge(prompts, completions)
+    cache: dict[str, list] = {}
+    for name in ("refusal-keyword", "refusal-classifier", "harm-classifier", "compliance", AS_USED):
+        judge = "harm-classifier" if name == AS_USED else name
+        js = cache.setdefault(judge, get_judge(judge).judge(prompts, completions))
         pred = []
-        for j in js:  # "complied or not": the judge's own complied verdict, else not refused
-            pred.append(bool(j.complied) if j.complied is not None else not j.refused)
+        for r, j in zip(labels, js):
+            if name == AS_USED:  # as the suites count it: harmful_rate on harmful prompts, not_complied on benign
+                pred.append(bool(j.harmful) if r["kind"] == "harmful" else bool(j.complied))
+            else:  # "complied or not": the judge's own complied verdict, else not refused
+                pred.append(bool(j.complied) if j.complied is not None else not j.refused)
         agree = [p == h for p, h in zip(pred, human)]
         row = {"agreement": round(sum(agree) / len(agree), 3)}
         for kind in ("harmful", "benign"):
@@ -116,6 +122,82 @@ def agreement(labels: list[dict]) -> dict:
             row[grp] = round(sum(a) / len(a), 3) if a else None
         out["judges"][name] = row
     return out
+
+
+def merge_second_set() -> None:
+    """Join the second set's readers into labels.jsonl: each item once (where both readers labelled an
+    item, the first reader's label is kept and both go to labels-2-double.jsonl for the reader
+    agreement)."""
+    items = {r["item"]: r for r in _read(OUT / "items-2.jsonl")}
+    got: dict[int, list[dict]] = {}
+    for f in sorted(OUT.glob("labels-2-reader-*.jsonl")):
+        for r in _read(f):
+            if r["item"] not in items or r["label"] not in ("refused", "complied", "degenerate"):
+                raise SystemExit(f"{f.name}: bad row {r}")
+            got.setdefault(r["item"], []).append(r)
+    missing = sorted(set(items) - set(got))
+    if missing:
+        raise SystemExit(f"items without a label: {missing[:10]} ({len(missing)})")
+    first = [r for r in _read(OUT / "labels.jsonl") if r["item"] < min(items)]
+    merged = first + [{**items[i], **{k: got[i][0][k] for k in ("label", "note", "labeller")}} for i in sorted(got)]
+    double = [{**items[i], **r} for i in sorted(got) if len(got[i]) > 1 for r in got[i]]
+    (OUT / "labels.jsonl").write_text("".join(json.dumps(x, ensure_ascii=False) + "\n" for x in merged))
+    (OUT / "labels-2-double.jsonl").write_text("".join(json.dumps(x, ensure_ascii=False) + "\n" for x in double))
+    print(f"{len(merged)} labelled items ({len(got)} new, {len(double) // 2} labelled twice)")
+
+
+def crossfit(labels: list[dict], folds: int = 5, cs: tuple[float, ...] = (0.1, 0.3, 1.0, 3.0)) -> dict:
+    """Could a head fitted on our own labels do better? Out-of-fold agreement of a logistic
+    regression on the harm judge's features (plus the prompt kind), fitted on the other folds' items
+    with folds grouped by prompt, so no prompt is scored by a head that saw it. C is chosen by an
+    inner grouped split of the training folds alone. This is an estimate of what such a head would
+    reach, not a judge the toolkit ships."""
+    import numpy as np
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import GroupKFold
+
+    from tamperlab.judges.harm import EMBED_CACHE, EmbeddingCache, features
+
+    X = features([r["prompt"] for r in labels], [r["completion"] for r in labels], EmbeddingCache(EMBED_CACHE))
+    X = np.concatenate([X, np.array([[r["kind"] == "harmful"] for r in labels], dtype=float)], axis=1)
+    y = np.array([r["label"] == "complied" for r in labels])
+    groups = np.array([r["id"] for r in labels])
+    oof = np.zeros(len(y), dtype=bool)
+    chosen = []
+    for tr, te in GroupKFold(folds).split(X, y, groups):
+        best = None
+        for c in cs:
+            inner = []
+            for itr, ite in GroupKFold(3).split(X[tr], y[tr], groups[tr]):
+                m = LogisticRegression(C=c, max_iter=5000).fit(X[tr][itr], y[tr][itr])
+                inner.append((m.predict(X[tr][ite]) == y[tr][ite]).mean())
+            if best is None or np.mean(inner) > best[0]:
+                best = (float(np.mean(inner)), c)
+        chosen.append(best[1])
+        oof[te] = LogisticRegression(C=best[1], max_iter=5000).fit(X[tr], y[tr]).predict(X[te])
+    agree = oof == y
+    out = {"folds": folds, "grouped_by": "prompt id", "C_chosen": chosen,
+           "agreement": round(float(agree.mean()), 3)}
+    for kind in ("harmful", "benign"):
+        m = np.array([r["kind"] == kind for r in labels])
+        out[kind] = round(float(agree[m].mean()), 3)
+    for grp in GROUPS:
+        m = np.array([group(r) == grp for r in labels])
+        out[grp] = round(float(agree[m].mean()), 3) if m.any() else None
+    return out
+
+
+def readers(labels: list[dict], double: list[dict]) -> dict:
+    """How often two readers gave the same label to the same item (all three labels, and complied
+    or not): the ceiling a judge's agreement with one reader can be read against."""
+    by = {}
+    for r in double:
+        by.setdefault(r["item"], {})[r["labeller"]] = r["label"]
+    pairs = [tuple(v.values()) for v in by.values() if len(v) == 2]
+    same = sum(a == b for a, b in pairs)
+    same_c = sum((a == "complied") == (b == "complied") for a, b in pairs)
+    return {"n": len(pairs), "same_label": round(same / len(pairs), 3) if pairs else None,
+            "same_complied_or_not": round(same_c / len(pairs), 3) if pairs else None}
 
 
 def main() -> None:
@@ -130,6 +212,7 @@ def main() -> None:
     g = sub.add_parser("generate")
     g.add_argument("models", nargs="+", help="NAME=MODEL (a preset or a model directory)")
     sub.add_parser("agreement")
+    sub.add_parser("merge", help="labels-2-reader-*.jsonl + items-2.jsonl -> labels.jsonl (second set)")
     a = ap.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     if a.cmd in ("sample", "generate"):
@@ -140,9 +223,15 @@ def main() -> None:
             it["item"] += getattr(a, "first_item", 0)
         path.write_text("".join(json.dumps(x, ensure_ascii=False) + "\n" for x in items))
         print(f"{len(items)} items -> {path}")
+    elif a.cmd == "merge":
+        merge_second_set()
     else:
         labels = _read(OUT / "labels.jsonl")
         res = agreement(labels)
+        double = OUT / "labels-2-double.jsonl"
+        if double.exists():
+            res["readers"] = readers(labels, _read(double))
+        res["crossfit"] = crossfit(labels)
         (OUT / "agreement.json").write_text(json.dumps(res, indent=1) + "\n")
         print(json.dumps(res, indent=1))
 

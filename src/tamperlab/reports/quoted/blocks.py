@@ -34,23 +34,6 @@ def block(name: str):
 DEFENSE_LABELS = {"undefended": "undefended", "refusal-sft": "refusal SFT", "antidote": "AntiDote"}
 
 
-@block("demo-harm")
-def _demo_harm(r: Results) -> str:
-    st = Study.load(r, "demo")
-    steps = st.attack_steps()
-    rows = []
-    for m in st.config["models"]:
-        name, label = m["name"], DEFENSE_LABELS[m["name"]]
-        if "defense" in m and "steps" in m["defense"]:
-            label += f" ({m['defense']['steps']} steps)"
-        if not m.get("attack", True):
-            rows.append([label, f2(st.before(name)), "not attacked"] + [""] * (len(steps) - 1))
-            continue
-        rows.append([label, f2(st.before(name))] + [mmm(st.values(name, "lora-constant", s)) for s in steps])
-    header = ["model", "ASR before attack"] + [f"after {s} steps: mean [min, max]" for s in steps]
-    return table(header, rows, ["docs/demo/results.csv", "docs/demo/config.yaml"])
-
-
 JUDGE_LABELS = {"exact-match": "exact match", "number-exact-match": "number exact match"}
 
 
@@ -282,14 +265,27 @@ def _harm_judges(r: Results) -> str:
 
 @block("validation-agreement")
 def _validation_agreement(r: Results) -> str:
-    """Every judge's complied-or-not against the hand labels of our own models' outputs."""
+    """Every judge's complied-or-not against the hand labels of our own models' outputs, overall, by
+    prompt kind and by which model answered; with the two readers' agreement and a head fitted on
+    the labels themselves (out of fold) for scale."""
     j = r.json("validation/agreement.json")
-    rows = [[f"`{name}`", f2(v["agreement"], 3), f2(v["harmful"], 3), f2(v["benign"], 3)]
+    k, g = j["by_kind"], j.get("by_group", {})
+    groups = [x for x in ("undefended", "refusal-sft", "antidote", "attacked") if g.get(x)]
+    rows = [[f"`{name}`" if "," not in name else f"`{name.split(',')[0]}`,{name.split(',', 1)[1]}",
+             f2(v["agreement"], 3), f2(v["harmful"], 3), f2(v["benign"], 3)] + [f2(v[x], 3) for x in groups]
             for name, v in j["judges"].items()]
-    k = j["by_kind"]
+    if "crossfit" in j:
+        c = j["crossfit"]
+        rows.append([f"a head fitted on these labels ({c['folds']}-fold by prompt, out of fold)", f2(c["agreement"], 3),
+                     f2(c["harmful"], 3), f2(c["benign"], 3)] + [f2(c[x], 3) for x in groups])
     header = ["judge", f"agreement (n={j['n']})", f"on harmful prompts (n={k['harmful']})",
-              f"on benign prompts (n={k['benign']})"]
-    return table(header, rows, ["docs/validation/agreement.json", "docs/validation/labels.jsonl"])
+              f"on benign prompts (n={k['benign']})"] + [f"{x} answers (n={g[x]})" for x in groups]
+    note = ""
+    if "readers" in j:
+        rd = j["readers"]
+        note = (f"Two readers on the same {rd['n']} items: the same complied-or-not {f2(rd['same_complied_or_not'], 3)} "
+                f"of the time. ")
+    return table(header, rows, ["docs/validation/agreement.json", "docs/validation/labels.jsonl"], note=note)
 
 
 def _matched_blocks() -> None:

@@ -252,3 +252,21 @@ def _matched_facts(r: Results) -> dict[str, str]:
     from .matched import matched_facts
 
     return matched_facts(r)
+
+
+@facts_from
+def _validation_facts(r: Results) -> dict[str, str]:
+    j = r.json("validation/agreement.json")
+    out = {"validation.n": str(j["n"])}
+    for label, n in j["labels"].items():
+        out[f"validation.labels.{label}"] = str(n)
+    for name, v in j["judges"].items():
+        out[f"validation.{name.split(',')[0] + ('.as-used' if ',' in name else '')}"] = f2(v["agreement"], 3)
+        if "attacked" in v:
+            out[f"validation.{name.split(',')[0] + ('.as-used' if ',' in name else '')}.attacked"] = f2(v["attacked"], 3)
+    if "readers" in j:
+        out["validation.readers"] = f2(j["readers"]["same_complied_or_not"], 3)
+        out["validation.readers.n"] = str(j["readers"]["n"])
+    if "crossfit" in j:
+        out["validation.crossfit"] = f2(j["crossfit"]["agreement"], 3)
+    return out
