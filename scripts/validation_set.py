@@ -86,6 +86,7 @@ def generate(models: dict[str, str], limit: int = 34, max_new_tokens: int = 64, 
 
 
 GROUPS = ("undefended", "refusal-sft", "antidote", "attacked")
+SECOND_SET = 204  # items from here on came from the demo study (sample), before from generate
 AS_USED = "harm-classifier, as the suites use it"  # harmful head on harmful prompts, complied head on benign
 
 
@@ -103,6 +104,7 @@ def agreement(labels: list[dict]) -> dict:
            "by_kind": {k: sum(r["kind"] == k for r in labels) for k in ("harmful", "benign")},
            "by_group": {g: sum(group(r) == g for r in labels) for g in GROUPS}, "judges": {}}
     cache: dict[str, list] = {}
+    preds: dict[str, list[bool]] = {}
     for name in ("refusal-keyword", "refusal-classifier", "harm-classifier", "compliance", AS_USED):
         judge = "harm-classifier" if name == AS_USED else name
         js = cache.setdefault(judge, get_judge(judge).judge(prompts, completions))
@@ -121,6 +123,19 @@ def agreement(labels: list[dict]) -> dict:
             a = [x for x, r in zip(agree, labels) if group(r) == grp]
             row[grp] = round(sum(a) / len(a), 3) if a else None
         out["judges"][name] = row
+        preds[name] = pred
+    # the rates a report would print, by reader and by judge, on the same items: per model, stage and kind
+    out["rates"] = []
+    def source(r: dict) -> str:
+        return "first set (generate, 64 tokens)" if r["item"] < SECOND_SET else "docs/demo (40 tokens)"
+
+    keys = sorted({(source(r), r["model"], r["stage"], r["kind"]) for r in labels})
+    for key in keys:
+        idx = [i for i, r in enumerate(labels) if (source(r), r["model"], r["stage"], r["kind"]) == key]
+        row = {"source": key[0], "model": key[1], "stage": key[2], "kind": key[3], "n": len(idx),
+               "readers": round(sum(human[i] for i in idx) / len(idx), 3)}
+        row.update({name: round(sum(p[i] for i in idx) / len(idx), 3) for name, p in preds.items()})
+        out["rates"].append(row)
     return out
 
 

@@ -297,3 +297,17 @@ def _matched_blocks() -> None:
 
 
 _matched_blocks()
+
+
+@block("validation-rates")
+def _validation_rates(r: Results) -> str:
+    """The rates a report prints, by the readers and by the judges, on the same hand-labelled items."""
+    j = r.json("validation/agreement.json")
+    rows = []
+    for x in j["rates"]:
+        what = "harmful prompts: complied = attack success" if x["kind"] == "harmful" else "benign prompts: complied = helped"
+        rows.append([x["source"], f"{x['model']}, {x['stage']}", what, str(x["n"]), f2(x["readers"]),
+                     f2(x["harm-classifier, as the suites use it"]), f2(x["refusal-classifier"]), f2(x["refusal-keyword"])])
+    header = ["items from", "model", "prompts", "n", "readers: complied", "harm judge as used (harmful / complied)",
+              "`refusal-classifier`: not refused", "`refusal-keyword`: not refused"]
+    return table(header, rows, ["docs/validation/agreement.json"])
