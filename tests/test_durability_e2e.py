@@ -130,7 +130,7 @@ def test_a_narrower_config_in_the_same_directory_reuses_runs_and_reports_only_it
     rows = study_rows(cfg, out / "results.sqlite")
     assert {r["seed"] for r in rows if r["model"] == "refusal-sft" and r["cell"] != "baseline"} == {1}
     assert len(_rows(out)) == EXPECTED_ROWS  # nothing deleted
-    assert "over 1 seeds" in (out / "report.md").read_text()
+    assert "over 1 run: 1 defense seed × 1 attack seed" in (out / "report.md").read_text()
     run_study(load_study(TINY), out)  # leave the full report for the other tests
 
 
@@ -147,10 +147,13 @@ def test_rows_equal_the_pinned_rows_of_the_tiny_study(finished):
     into an attack registry and executors that return rows: numbers move only where maths changed.
     Re-pinned once, for issue 15's evaluation defaults (judge compliance, harm_judge): the 34 rows
     pinned before it kept their values; their eval_key and judge name changed and 30 harmful_rate /
-    not_complied_rate rows were added."""
+    not_complied_rate rows were added. Rows now also carry the defense seed (0 for the one training
+    of the defended model, None for a model without a defense); every pinned field is unchanged."""
     import json
 
-    assert _rows(finished[0]) == json.loads(PINNED.read_text())
+    rows = _rows(finished[0])
+    assert {(r["model"], r.pop("defense_seed")) for r in rows} == {("undefended", None), ("refusal-sft", 0)}
+    assert rows == json.loads(PINNED.read_text())
 
 
 def test_every_evaluation_writes_its_samples_beside_the_study(tmp_path):

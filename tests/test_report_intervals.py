@@ -34,7 +34,7 @@ def test_an_interval_is_supported_only_from_five_seeds(n):
     assert a["ci_supported"] is (n >= MIN_SEEDS_FOR_INTERVAL)
 
 
-@pytest.mark.parametrize("study", ["durability-quick", "comparison-v1", "demo"])
+@pytest.mark.parametrize("study", ["durability-quick", "comparison-v1", "demo", "comparison"])
 def test_committed_reports_rebuild_from_their_results_without_training(study, tmp_path):
     out = tmp_path / study
     shutil.copytree(DOCS / study, out)

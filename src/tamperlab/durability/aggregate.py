@@ -94,7 +94,7 @@ def seed_count(a: dict) -> str:
     ds = sorted({d for d in a.get("defense_seeds", []) if d is not None})
     if not ds:
         return f"{n} seed{'s' * (n != 1)}"
-    return f"{n} runs: {len(ds)} defense seed{'s' * (len(ds) != 1)} × {len(set(a['seeds']))} attack seed{'s' * (len(set(a['seeds'])) != 1)}"
+    return f"{n} run{'s' * (n != 1)}: {len(ds)} defense seed{'s' * (len(ds) != 1)} × {len(set(a['seeds']))} attack seed{'s' * (len(set(a['seeds'])) != 1)}"
 
 
 def before_attack(agg: list[dict], model: str, suite: str, metric: str) -> dict | None:
