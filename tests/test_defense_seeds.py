@@ -134,3 +134,15 @@ def test_a_database_and_csv_from_before_defense_seeds_still_read(tmp_path):
     legacy.write_text(",".join(header) + "\n" + ",".join(str(row[k]) for k in header) + "\n")
     (old,) = read_rows_csv(legacy)
     assert old["defense_seed"] is None and old["seed"] == 0 and old["value"] == 0.5
+
+
+def test_the_interval_counts_defense_seeds_not_runs():
+    """3 defense seeds × 2 attack seeds are 6 values but 3 independent draws: no bootstrap interval;
+    5 defense seeds are enough."""
+    def rows(n_def, n_att):
+        return [{"model": "m", "cell": "c", "cell_label": "c", "step": 1, "format": "chat", "suite": "harm",
+                 "metric": "asr", "judge": "j", "split": "s", "n": 2, "seed": s, "defense_seed": d,
+                 "value": 0.1 * d + 0.01 * s} for d in range(n_def) for s in range(n_att)]
+
+    assert aggregate(rows(3, 2))[0]["ci_supported"] is False
+    assert aggregate(rows(5, 1))[0]["ci_supported"] is True

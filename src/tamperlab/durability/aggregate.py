@@ -37,6 +37,14 @@ def bootstrap_ci(values: list[float], n_boot: int = 10_000, seed: int = 0, level
     return float(np.clip(lo, v.min(), v.max())), float(np.clip(hi, v.min(), v.max()))  # no float overshoot
 
 
+def _units(sv: list[tuple]) -> int:
+    """Independent draws behind an aggregate: the attack seeds of one trained model share it, so
+    with defense seeds the unit is the defense seed (a bootstrap over 3 defense seeds × 2 attack
+    seeds as 6 independent values would overstate the precision)."""
+    ds = {d for _, _, _, d in sv if d is not None}
+    return len(ds) if ds else len(sv)
+
+
 def aggregate(rows: list[dict], group: tuple[str, ...] = GROUP) -> list[dict]:
     """Rows (each with ``seed``, optionally ``defense_seed``, and ``value``) grouped by the ``group``
     columns, over seeds: one value per (defense seed, attack seed), ``seeds`` and ``defense_seeds``
@@ -56,7 +64,7 @@ def aggregate(rows: list[dict], group: tuple[str, ...] = GROUP) -> list[dict]:
                     "defense_seeds": [ds for _, _, _, ds in sv], "values": vals,
                     "mean": float(np.mean(vals)), "min": min(vals), "max": max(vals),
                     "std": float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0, "ci_low": lo, "ci_high": hi,
-                    "ci_supported": len(vals) >= MIN_SEEDS_FOR_INTERVAL})
+                    "ci_supported": _units(sv) >= MIN_SEEDS_FOR_INTERVAL})
     return out
 
 

@@ -179,6 +179,9 @@ def interval_note(agg: list[dict]) -> str:
     """How the report treats intervals: a percentile bootstrap over fewer than 5 seeds is [min, max]."""
     note = (f". No interval is given for fewer than {MIN_SEEDS_FOR_INTERVAL} seeds: a percentile bootstrap of "
             "the mean over 3 or fewer seeds returns exactly [min, max], so min and max are the honest spread")
+    if any(d is not None for a in agg for d in a.get("defense_seeds", [])):
+        note += (f" (for a defended model the count is of defense seeds: its attack seeds share one trained model, so "
+                 "they are not independent draws)")
     if any(a["ci_supported"] for a in agg):
         return (f", and where there are at least {MIN_SEEDS_FOR_INTERVAL} seeds a {INTERVAL_LABEL} (percentile "
                 f"bootstrap of the mean, 10,000 resamples, fixed RNG){note}.")
