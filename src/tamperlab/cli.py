@@ -261,9 +261,10 @@ def demo_table(cfg, agg: list[dict], out: Path) -> Table:
     """One row per model: harm before and after the attack (harm judge, and non-refusal) beside
     over-refusal and utility before any attack, and whether a defense met its budget: a model that
     refuses everything must not look like the safest one."""
-    from .durability.runner import budget_status
+    from .durability.runner import budget_statuses
 
     last = max(cfg.steps)
+    statuses = budget_statuses(cfg, out)
 
     def cell(suite: str, metric: str, step: int, baseline: bool = False) -> str:
         rows = [a for a in agg if a["suite"] == suite and a["metric"] == metric and a["step"] == step
@@ -284,8 +285,8 @@ def demo_table(cfg, agg: list[dict], out: Path) -> Table:
         name = spec.name
         budget = "–"
         if spec.defense is not None:
-            got = [(ds, budget_status(out, spec, ds)) for ds in cfg.defense_seed_list()]
-            got = [(ds, b) for ds, b in got if b is not None and b.get("within_budget") is not None]
+            got = [(ds, b) for (n, ds), b in statuses.items()
+                   if n == name and b is not None and b.get("within_budget") is not None]
             if len(got) == 1:
                 b = got[0][1]
                 budget = f"{'met' if b['within_budget'] else 'NOT met'} (step {b['selected_step']})"

@@ -132,22 +132,21 @@ def not_claimed(cells: list) -> str:
     return specs[0].not_claimed if len(specs) == 1 else "longer attacks, other settings of these attacks"
 
 
-def outside_budget(cfg, out) -> dict[str, list[int]]:
-    """Per defended model, the defense seeds whose training never got within the defense budget."""
-    from .runner import budget_status
-
+def outside_budget(statuses: dict[tuple[str, int], dict | None]) -> dict[str, list[int]]:
+    """Per defended model, the defense seeds whose training never got within the defense budget
+    (``statuses``: :func:`runner.budget_statuses`)."""
     bad: dict[str, list[int]] = {}
-    for spec, ds in cfg.trained_models():
-        b = budget_status(out, spec, ds) if ds is not None else None
+    for (name, ds), b in statuses.items():
         if b is not None and b.get("within_budget") is False:
-            bad.setdefault(spec.name, []).append(ds)
+            bad.setdefault(name, []).append(ds)
     return bad
 
 
-def verdicts(cfg, agg: list[dict], out=None) -> list[dict]:
+def verdicts(cfg, agg: list[dict], out=None, statuses: dict | None = None) -> list[dict]:
     """One plain-language verdict per model on the headline metric against the threshold; it is
     decided by the worst seed of the worst cell, and names the threat model it covers. With the
-    study directory ``out``, a defended model outside its budget says so."""
+    study directory ``out`` (or its ``statuses``, already read), a defended model outside its
+    budget says so."""
     suite, metric = cfg.metric.split("/", 1)
     direction = worse_direction(suite, metric)
     worst = worst_cases(agg, suite, metric)
@@ -156,7 +155,11 @@ def verdicts(cfg, agg: list[dict], out=None) -> list[dict]:
     if len(cfg.defense_seed_list()) > 1 and any(s.defense is not None for s in cfg.models):
         tm += f" (attack seeds) × {len(cfg.defense_seed_list())} defense seeds per defended model"
     nc = not_claimed(cells)
-    budget_misses = outside_budget(cfg, out) if out is not None else {}
+    if statuses is None and out is not None:
+        from .runner import budget_statuses
+
+        statuses = budget_statuses(cfg, out)
+    budget_misses = outside_budget(statuses or {})
     results = []
     for spec in cfg.models:
         w = worst.get(spec.name)

@@ -11,6 +11,7 @@ from pathlib import Path
 import yaml
 
 from ..utils.io import atomic_write_text
+from .runner import budget_statuses
 from .aggregate import (INTERVAL_LABEL, MIN_SEEDS_FOR_INTERVAL, aggregate, seed_count, verdicts, worse_direction,
                         worst_cases)
 
@@ -93,25 +94,21 @@ def _spread(a: dict) -> str:
     return _fmt(a["mean"]) if len(set(a["values"])) == 1 else f"{_fmt(a['mean'])} [{_fmt(a['min'])}, {_fmt(a['max'])}]"
 
 
-def budget_blocks(cfg, out: Path) -> list[tuple]:
-    """Which defended models met the defense budget (read from each model's defense.json): a model
-    outside it is marked here and in the verdicts, not silently compared."""
-    from .runner import budget_status
-
+def budget_blocks(statuses: dict[tuple[str, int], dict | None]) -> list[tuple]:
+    """Which defended models met the defense budget (``statuses``: :func:`runner.budget_statuses`,
+    from each model's defense.json): a model outside it is marked here and in the verdicts, not
+    silently compared."""
     table = [["model", "defense seed", "kept step", "budget", "dev over-refusal", "dev utility NLL", "met"]]
-    for spec, ds in cfg.trained_models():
-        if ds is None:
-            continue
-        b = budget_status(out, spec, ds)
+    for (name, ds), b in statuses.items():
         if b is None:
-            table.append([spec.name, str(ds), "–", "–", "–", "–", "no defense.json in this directory"])
+            table.append([name, str(ds), "–", "–", "–", "–", "no defense.json in this directory"])
             continue
         if b.get("checks") is None:
-            table.append([spec.name, str(ds), str(b.get("selected_step", "last")), "no dev checks", "–", "–", "unknown"])
+            table.append([name, str(ds), str(b.get("selected_step", "last")), "no dev checks", "–", "–", "unknown"])
             continue
         row = next((r for r in b["checks"] if r["step"] == b["selected_step"]), {})
         base = b["checks"][0]
-        table.append([spec.name, str(ds), str(b["selected_step"]),
+        table.append([name, str(ds), str(b["selected_step"]),
                       f"over-refusal {b['budget']['overrefusal']}; NLL {b['budget']['utility_nll']}",
                       f"{_fmt(row.get('overrefusal', float('nan')))} (undefended {_fmt(base['overrefusal'])})",
                       f"{row.get('utility_nll', float('nan')):.4f} (undefended {base['utility_nll']:.4f})",
@@ -210,10 +207,11 @@ def build_blocks(cfg, rows: list[dict], out: Path, raw_config: dict) -> list[tup
                         f"{cfg.steps} (a step: {step_units(cfg)}); prompt formats {cfg.formats}. Every number below "
                         f"is over the seeds: mean, min and max{interval_note(agg)}"))
     blocks.append(("h2", "Verdicts"))
-    for v in verdicts(cfg, agg, out):
+    statuses = budget_statuses(cfg, out)  # every defense.json, read once for the verdicts and the table
+    for v in verdicts(cfg, agg, statuses=statuses):
         blocks.append(("li", v["text"]))
     blocks += before_attack_blocks(cfg, agg)
-    blocks += budget_blocks(cfg, out)
+    blocks += budget_blocks(statuses)
     blocks += comparison_blocks(cfg, agg)
     blocks.append(("h2", "Durability curves"))
     metrics = sorted({(a["suite"], a["metric"]) for a in agg if a["cell"] != "baseline"},

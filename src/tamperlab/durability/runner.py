@@ -119,6 +119,12 @@ def budget_status(out: Path, spec: ModelSpec, defense_seed: int) -> dict | None:
     return {k: d.get(k) for k in ("within_budget", "selected_step", "checks", "budget")}
 
 
+def budget_statuses(cfg: DurabilityConfig, out: Path) -> dict[tuple[str, int], dict | None]:
+    """:func:`budget_status` of every defended model and defense seed of the study, read once, in
+    the study's order: (name, defense seed) -> status or None (not trained in ``out``)."""
+    return {(spec.name, ds): budget_status(out, spec, ds) for spec, ds in cfg.trained_models() if ds is not None}
+
+
 def defense_payloads(cfg: DurabilityConfig, out: Path) -> list[dict]:
     """One task per defended model and defense seed."""
     payloads = []

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from statistics import mean
 
 from .fmt import f2, mmm, signed, table
-from .sources import CELLS, QuoteError, Results
+from .sources import CELLS, QuoteError, Results, Study, cell_label, cell_slugs
 
 MATCHED = ("demo", "comparison")
 LABELS = {"undefended": "undefended", "refusal-sft": "refusal SFT", "antidote": "AntiDote"}
@@ -25,17 +25,14 @@ class Matched:
 
     @staticmethod
     def load(r: Results, name: str) -> Matched:
-        rows = r.csv(f"{name}/results.csv")
-        for row in rows:
-            if row["cell_label"] not in CELLS:
-                raise QuoteError(f"docs/{name}/results.csv: cell {row['cell_label']!r} has no slug in quoted.sources.CELLS")
+        st = Study.load(r, name)  # its rows, with every cell label checked, and its config
         budgets = {}
         root = r.root / "docs" / name / "models"
         for f in sorted(root.glob("*/defense.json")) if root.is_dir() else []:
             d = json.loads(f.read_text(encoding="utf-8"))
             model = f.parent.name.rsplit("-", 1)[0]
             budgets[(model, int(d["config"]["seed"]))] = d
-        return Matched(name, rows, r.yaml(f"{name}/config.yaml"), budgets)
+        return Matched(name, st.rows, st.config, budgets)
 
     # ---- lookups -----------------------------------------------------------------------------
     def values(self, model: str, cell: str, step: int, suite: str = "harm", metric: str = "harmful_rate") -> list[float]:
@@ -69,13 +66,7 @@ class Matched:
         return [m["name"] for m in self.config["models"] if m.get("defense")]
 
     def cells(self) -> list[str]:
-        seen = []
-        for x in self.rows:
-            slug = CELLS[x["cell_label"]][0]
-            if slug not in ("none", "baseline") and slug not in seen:
-                seen.append(slug)
-        order = [s for s, _ in CELLS.values()]
-        return sorted(seen, key=order.index)
+        return cell_slugs(self.rows)
 
     def last(self) -> int:
         return max(self.config["steps"])
@@ -167,8 +158,6 @@ def attack_table(r: Results, name: str) -> str:
     if pair:
         header.append(f"{LABELS.get(defended[1], defended[1])} lower harmful rate on every seed pair?")
     rows = []
-    from .sources import cell_label
-
     for cell in st.cells():
         row = [cell_label(cell)]
         after = {}

@@ -221,13 +221,7 @@ class Study:
         return [m["name"] for m in self.config["models"] if m.get("attack", True) == attacked]
 
     def cells(self) -> list[str]:
-        seen: list[str] = []
-        for x in self.rows:
-            slug = CELLS[x["cell_label"]][0]
-            if slug not in ("none", "baseline") and slug not in seen:
-                seen.append(slug)
-        order = [s for s, _ in CELLS.values()]
-        return sorted(seen, key=order.index)
+        return cell_slugs(self.rows)
 
     def attack_steps(self) -> list[int]:
         return [s for s in self.config["steps"] if s > 0]
@@ -235,6 +229,12 @@ class Study:
     def seeds(self) -> int:
         s = self.config["seeds"]
         return s if isinstance(s, int) else len(s)
+
+
+def cell_slugs(rows: list[dict]) -> list[str]:
+    """The attack cells of a study's rows (fact slugs, in CELLS order; not the unattacked ones)."""
+    seen = {CELLS[x["cell_label"]][0] for x in rows} - {"none", "baseline"}
+    return [s for s, _ in CELLS.values() if s in seen]
 
 
 def cell_label(slug: str) -> str:
