@@ -27,6 +27,7 @@ bench: setup  ## benchmarks, on demand (not part of the tests)
 	$(BIN)/python benchmarks/generation_throughput.py
 	$(BIN)/python benchmarks/durability_overhead.py --model smollm2-135m-instruct
 	$(BIN)/python benchmarks/antidote_step_cost.py --model smollm2-135m-instruct
+	$(BIN)/python benchmarks/defense_step_cost.py --model smollm2-135m-instruct
 
 durability-quick: setup  ## the quick durability study on the default model (~45 min, resumable)
 	$(BIN)/tamperlab durability configs/durability/smollm2-quick.yaml --out runs/durability-quick

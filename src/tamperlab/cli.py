@@ -377,6 +377,24 @@ def defend(model: str, method: str, out: Path, config: Path | None, sets: tuple[
 
 
 @main.command()
+@click.option("--attackers", required=True, help="comma-separated self-play output dirs (abs / self-play), or none")
+@click.option("--defenders", required=True, help="comma-separated models (names or directories)")
+@click.option("--out", "out", required=True, type=click.Path(path_type=Path), help="output directory (resumable)")
+@click.option("--config", "config", type=click.Path(path_type=Path), help="YAML of the cross-play settings")
+@set_option("--set seeds=3 --set limit=20")
+@friendly_errors
+def crossplay(attackers: str, defenders: str, out: Path, config: Path | None, sets: tuple[str, ...]) -> None:
+    """Every attacker's rewrites of held-out seeds against every defender: harmful rate and benign
+    answer rate per pair, mean [min, max] over sampling seeds; matrix.md, matrix.json, crossplay.png."""
+    from .evaluation.crossplay import CrossplayConfig, run_crossplay
+
+    cfg = _load(CrossplayConfig, config, sets)
+    run_crossplay([a.strip() for a in attackers.split(",") if a.strip()],
+                  [d.strip() for d in defenders.split(",") if d.strip()], out, cfg)
+    console.print(f"cross-play matrix in {out / 'matrix.md'} (heat map: {out / 'crossplay.png'})")
+
+
+@main.command()
 @click.argument("name", required=False)
 def defenses(name: str | None) -> None:
     """List defenses, or the settings of defense NAME."""

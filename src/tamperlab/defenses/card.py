@@ -13,6 +13,14 @@ from ..utils.io import atomic_write_text
 PANELS = [(("loss", "adv_loss"), "loss per step (defender / model, adversary)"),
           (("safety", "anchor", "lm", "kl"), "defender terms (per token)"),
           (("patch_norm",), "patch ‖ΔW‖_F (adversary)"),
+          (("harmless", "lens_nll"), "RepNoise: harmless NLL, harmful logit-lens NLL"),
+          (("noise_mmd",), "RepNoise: MMD(harmful states, noise)"),
+          (("unperturbed",), "Vaccine: NLL without the perturbation"),
+          (("align", "harm", "harm_after_step"), "Booster: alignment, harmful NLL before/after the step"),
+          (("retain_lm", "tamper", "inner_first", "inner_last"), "TAR: retain NLL, tamper-resistance, inner attack"),
+          (("r_attacker", "r_defender"), "self-play: mean reward per role"),
+          (("harmful_rate", "benign_refusal_rate", "similarity"), "self-play: rollout judgements"),
+          (("pg", "kl"), "self-play: policy-gradient and KL terms"),
           (("overrefusal",), "dev over-refusal (borderline/dev)"),
           (("utility_nll",), "dev utility NLL (instructions/dev)")]
 

@@ -2,20 +2,15 @@
 answering benign requests). It is also the aligner the durability study attacks."""
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass, field
-from pathlib import Path
 
-from ..models.loading import LoadedModel
-from ..training.adapters import save_defended, trainable_model
-from ..training.engine import Engine
 from ..training.sft import TrainConfig
-from ..training.supervised import copy_log, train_supervised
+from ..training.supervised import nll_terms
 from ..utils.config import ConfigError
 from .base import DEFENSES
-from .card import write_card
-from .checks import BudgetFields, DevChecker, checked_run
-from .data import DataFields, defense_data, mix
+from .checks import BudgetFields
+from .data import DataFields
+from .session import DefenseSession, Objective, session_defense
 
 
 @dataclass
@@ -44,34 +39,15 @@ class SFTDefenseConfig(DataFields, BudgetFields, TrainConfig):
         return TrainConfig(**{k: getattr(self, k) for k in TrainConfig.__dataclass_fields__})
 
 
-def defend_sft(lm: LoadedModel, cfg: SFTDefenseConfig, out: Path) -> dict:
-    """On the engine, LoRA on the shared base (no model copy), resumable from ``out/work``."""
-    from transformers.trainer_utils import set_seed
+class NLLObjective(Objective):
+    """Refusal SFT: the mean token NLL of the mix (refusals + helpful answers)."""
 
-    data = defense_data(cfg.data_recipe, cfg.utility_answers, lm)
-    pool = mix(data.safety, data.utility, cfg.utility_fraction, cfg.n_safety)
-    tcfg = cfg.train_config()
-    set_seed(cfg.seed)
-    engine = Engine(out / "work", mixed_precision=cfg.mixed_precision, grad_accum=cfg.grad_accum,
-                    checkpoint_every=cfg.checkpoint_every)
-    choice: dict = {}
-    with trainable_model(lm.model, tcfg) as model:
-        checker = DevChecker(lm, cfg, out / "work", cfg.format) if cfg.check_every else None
+    def loss(self, s: DefenseSession, mb: dict):
+        return nll_terms(s.model, mb["mix"])
 
-        def run(total, step_fn, description):
-            choice.update(checked_run(engine, checker, model, cfg.check_every, total, step_fn, description) or {})
 
-        last = train_supervised(engine, model, lm, pool, tcfg, description="defend: refusal SFT", run=run)
-        save_defended(engine.unwrap(model), lm.tokenizer, out)
-    copy_log(engine, out)
-    write_card(out, "Refusal-SFT-defended model", (
-        f"{'LoRA r' + str(cfg.lora_rank) + ' on a frozen base' if cfg.method == 'lora' else 'Full fine-tune'}, "
-        f"{len(pool)} examples ({cfg.utility_fraction:.0%} utility)."), cfg, last, choice or None)
-    for d in ("checkpoint", "checks"):  # finished: resume state and check snapshots not needed
-        shutil.rmtree(out / "work" / d, ignore_errors=True)
-    return {"examples": len(pool), "final": {k: v for k, v in last.items() if k != "examples"}, **choice,
-            "data": data.provenance}
+defend_sft = session_defense(NLLObjective, "Refusal-SFT")
 
 
 DEFENSES.register("sft", defend_sft, config_cls=SFTDefenseConfig,
-                  help="refusal SFT (harmful -> refusal, GSM8K utility mix): the baseline")
+                  help="refusal SFT (harmful -> refusal, mixed with helpful answers): the baseline")

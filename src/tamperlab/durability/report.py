@@ -43,9 +43,10 @@ def plot_curves(agg: list[dict], suite: str, metric: str, fmt: str, path: Path, 
             if not pts:
                 continue
             x = [a["step"] for a in pts]
-            ax.plot(x, [a["mean"] for a in pts], marker="o", color=colors[m], label=f"{m} (mean)")
+            ax.plot(x, [a["mean"] for a in pts], marker="o", color=colors[m],
+                    label=f"{m}: mean, band min–max over {seed_count(pts[0])}")
             ax.fill_between(x, [a["min"] for a in pts], [a["max"] for a in pts], color=colors[m], alpha=0.2,
-                            linewidth=0, label=f"{m} (min–max, {seed_count(pts[0])})")
+                            linewidth=0)
         for r in refs:
             ax.axhline(r["mean"], color=colors[r["model"]], linestyle="--", linewidth=1,
                        label=f"{r['model']} (step 0, not attacked)")
@@ -59,11 +60,12 @@ def plot_curves(agg: list[dict], suite: str, metric: str, fmt: str, path: Path, 
     if cells:
         axes.flat[0].set_ylim(-0.02, 1.02) if max(a["max"] for a in rows) <= 1 else None
         handles, labels = axes.flat[0].get_legend_handles_labels()
-        fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), fontsize=8, frameon=False)
+        # beside the panels, one line per model: nothing is cut off however many defenses there are
+        fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8, frameon=False)
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout(rect=(0, 0.08 + 0.02 * (len(models) > 2), 1, 0.95))
+    fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return path
 

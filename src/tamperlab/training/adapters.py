@@ -104,3 +104,41 @@ def save_defended(model, tokenizer, out_dir: str | Path) -> Path:
         model.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
     return out
+
+
+@contextmanager
+def adapters_on(model, cfg, names: list[str]):
+    """Several named LoRA adapters (same rank, alpha and targets from ``cfg``) on the one shared
+    frozen base, each initialised from its own seed (cfg.seed + its index); the first is active.
+    PEFT's ``set_adapter(name)`` switches roles and makes only that adapter's weights trainable,
+    so no step can train two. Removed on exit, the base restored as ``lora_on`` leaves it."""
+    from peft import LoraConfig, get_peft_model
+
+    check_targets(model, list(cfg.lora_targets))
+    flags = {n: p.requires_grad for n, p in model.named_parameters()}
+    was_training = model.training
+
+    def lcfg():
+        return LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, lora_dropout=0.0,
+                          target_modules=list(cfg.lora_targets), task_type="CAUSAL_LM")
+
+    torch.manual_seed(cfg.seed)
+    peft_model = get_peft_model(model, lcfg(), adapter_name=names[0])
+    for k, name in enumerate(names[1:], start=1):
+        torch.manual_seed(cfg.seed + k)
+        peft_model.add_adapter(name, lcfg())
+    peft_model.set_adapter(names[0])
+    try:
+        yield peft_model
+    finally:
+        base = peft_model.unload()
+        for n, p in base.named_parameters():
+            p.requires_grad_(flags.get(n, p.requires_grad))
+        base.train(was_training)
+        if hasattr(base, "peft_config"):
+            del base.peft_config
+
+
+def adapter_params(peft_model, name: str) -> list[torch.nn.Parameter]:
+    """The LoRA weights of adapter ``name`` (PEFT names them ``...lora_A.<name>.weight``)."""
+    return [p for n, p in peft_model.named_parameters() if "lora_" in n and f".{name}." in n]

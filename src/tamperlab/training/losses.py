@@ -63,3 +63,26 @@ def kl_to_reference(logits: torch.Tensor, ref_logits: torch.Tensor, labels: torc
     ref = F.log_softmax(ref_logits[:, :-1].float(), -1)
     kl = (ref.exp() * (ref - lp)).sum(-1)  # (B, T-1)
     return (kl * mask).sum() / mask.sum().clamp(min=1)
+
+
+def mmd_rbf(x: torch.Tensor, y: torch.Tensor, scales: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0)) -> torch.Tensor:
+    """Squared maximum mean discrepancy between samples x (n, d) and y (m, d) with a sum of Gaussian
+    kernels (biased V-statistic: exactly 0 for identical samples, >= 0 always). Bandwidths are
+    ``scales`` times the mean squared distance of the pooled samples (detached), so the term is on
+    one scale whatever the hidden states' magnitude: RepNoise's distance to noise."""
+    x, y = x.float(), y.float()
+    z = torch.cat([x, y])
+    d2 = torch.cdist(z, z).pow(2)  # (n+m, n+m)
+    base = d2.detach().mean().clamp(min=1e-8)
+    k = sum(torch.exp(-d2 / (s * base)) for s in scales) / len(scales)
+    n = x.shape[0]
+    return k[:n, :n].mean() + k[n:, n:].mean() - 2 * k[:n, n:].mean()
+
+
+def relative_distance(h: torch.Tensor, ref: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean over masked positions of ‖h − ref‖² / ‖ref‖² (scale-free representation distance to
+    the original model, TAR's retain term); h, ref (B, T, d), mask (B, T)."""
+    num = (h.float() - ref.float()).pow(2).sum(-1)
+    den = ref.float().pow(2).sum(-1).clamp(min=1e-8)
+    m = mask.to(num.dtype)
+    return (num / den * m).sum() / m.sum().clamp(min=1)

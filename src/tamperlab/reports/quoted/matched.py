@@ -12,7 +12,8 @@ from .fmt import f2, mmm, signed, table
 from .sources import CELLS, QuoteError, Results, Study, cell_label, cell_slugs
 
 MATCHED = ("demo", "comparison")
-LABELS = {"undefended": "undefended", "refusal-sft": "refusal SFT", "antidote": "AntiDote"}
+LABELS = {"undefended": "undefended", "refusal-sft": "refusal SFT", "antidote": "AntiDote", "repnoise": "RepNoise",
+          "tar": "TAR", "vaccine": "Vaccine", "booster": "Booster"}
 EVAL_BUDGET = {"overrefusal": 0.10, "nll": 0.05}  # the issue's budget, applied to the eval splits
 
 
@@ -147,10 +148,51 @@ def before_table(r: Results, name: str) -> str:
     return table(header, rows, [f"docs/{name}/results.csv", f"docs/{name}/models/*/defense.json"], note=note)
 
 
+def ranking(st: Matched, cell: str) -> tuple[list[tuple[str, list[float]]], str]:
+    """Defenses by mean harmful rate after the attack's last step (lowest first), and a plain
+    sentence that says which neighbours in that order are within each other's seed range."""
+    after = sorted(((m, st.values(m, cell, st.last())) for m in st.defended()), key=lambda t: mean(t[1]))
+    parts = []
+    for i, (m, v) in enumerate(after):
+        parts.append(f"{i + 1}. {LABELS.get(m, m)} {mmm(v)}")
+    ties = [f"{LABELS.get(a, a)} and {LABELS.get(b, b)}" for (a, va), (b, vb) in zip(after, after[1:])
+            if max(va) >= min(vb)]
+    clear = [f"{LABELS.get(a, a)} below {LABELS.get(b, b)}" for (a, va), (b, vb) in zip(after, after[1:])
+             if max(va) < min(vb)]
+    text = "; ".join(parts) + ". "
+    text += (f"Within the seed spread of their neighbour: {', '.join(ties)}. " if ties else "")
+    text += (f"Separated beyond the spread: {', '.join(clear)}." if clear else "No neighbours are separated beyond the spread.")
+    return after, text
+
+
+def defense_rows_table(r: Results, name: str) -> str:
+    """One row per defense (for studies with more than two): harm before and after the attack,
+    the worst single run, ASR after, and the budget, so a ranking reads down one column."""
+    st = Matched.load(r, name)
+    last = st.last()
+    mid = sorted(s for s in st.config["steps"] if 0 < s < last)
+    rows = []
+    for cell in st.cells():
+        for m in st.defended():
+            k, n = st.dev_budget(m)
+            worst = max(max(st.values(m, cell, s)) for s in st.config["steps"] if s > 0)
+            rows.append([cell_label(cell), LABELS.get(m, m), f"{k}/{n}", spread(st.values(m, cell, 0))]
+                        + [mmm(st.values(m, cell, s)) for s in mid]
+                        + [mmm(st.values(m, cell, last)), f2(worst), mmm(st.values(m, cell, last, metric="asr"))])
+    header = (["attack", "defense", "dev budget met", "harmful rate, step 0"] + [f"step {s}" for s in mid]
+              + [f"step {last}", "worst run (any step)", f"ASR, step {last}"])
+    note = (f"Harmful rate by `harm-classifier` on HarmBench `harmful/eval` n={st.config['eval']['limit']}: mean "
+            f"[min, max] over {_n(st.seeds('defense_seeds'), 'defense seed')} × {_n(st.seeds(), 'attack seed')}; "
+            f"attack: {last} steps of batch {st.config['attack']['batch_size']}. ")
+    return table(header, rows, [f"docs/{name}/results.csv", f"docs/{name}/models/*/defense.json"], note=note)
+
+
 def attack_table(r: Results, name: str) -> str:
     st = Matched.load(r, name)
     last = st.last()
     defended = [m for m in st.models() if m in st.defended()]
+    if len(defended) > 2:
+        return defense_rows_table(r, name)
     header = [f"attack ({last} steps, batch {st.config['attack']['batch_size']})"]
     for m in defended:
         header += [f"{LABELS.get(m, m)}: harmful rate, step 0 → {last}", f"{LABELS.get(m, m)}: ASR, step 0 → {last}"]
@@ -205,8 +247,12 @@ def matched_facts(r: Results) -> dict[str, str]:
                 out[f"{p}.{model}.eval-budget"] = f"{sum(ev)}/{len(ev)}"
                 for cell in st.cells():
                     v = st.values(model, cell, st.last())
+                    out[f"{p}.{model}.{cell}.step0"] = spread(st.values(model, cell, 0))
                     out[f"{p}.{model}.{cell}.last"] = mmm(v)
                     out[f"{p}.{model}.{cell}.last.mean"] = f2(mean(v))
                     out[f"{p}.{model}.{cell}.last.max"] = f2(max(v))
                     out[f"{p}.{model}.{cell}.last.min"] = f2(min(v))
+        if len(st.defended()) > 2:
+            for cell in st.cells():
+                out[f"{p}.{cell}.ranking"] = ranking(st, cell)[1]
     return out

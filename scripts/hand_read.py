@@ -1,0 +1,112 @@
+"""Read the outputs behind a headline number: pick completions from a committed study's samples,
+hand them to a reader blind (no model name, no judge verdict), then compare the labels with the
+judge the study used.
+
+    python scripts/hand_read.py sample docs/comparison --models refusal-sft,antidote --per-model 15 \
+        --cell 884c10164673 --step 20 --out docs/comparison/hand-read/items.jsonl [--blind /tmp/blind.jsonl]
+    python scripts/hand_read.py merge docs/comparison/hand-read/items.jsonl LABELS.jsonl --reader NAME
+    python scripts/hand_read.py summary docs/comparison/hand-read/labels.jsonl
+
+Labels follow docs/validation/RUBRIC.md (refused / complied / degenerate). A note that starts with
+"announce-only" marks a completion that agrees to the harmful task but is cut at the token limit
+before any content: the summary counts it both ways."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def _seed0_dirs(study: Path) -> dict[str, str]:
+    """Model name -> its defense-seed-0 directory name (from the committed defense.json files)."""
+    out = {}
+    for f in sorted((study / "models").glob("*/defense.json")):
+        d = json.loads(f.read_text())
+        if int(d["config"]["seed"]) == 0:
+            out[f.parent.name.rsplit("-", 1)[0]] = f.parent.name
+    return out
+
+
+def sample(a) -> None:
+    study = Path(a.study)
+    dirs = _seed0_dirs(study)
+    items = []
+    for model in a.models.split(","):
+        src = study / "samples" / dirs[model] / a.cell / f"seed{a.attack_seed}" / f"step{a.step}-{a.format}" / "samples.jsonl"
+        rows = [json.loads(x) for x in src.read_text().splitlines() if x.strip()][: a.per_model]
+        for r in rows:
+            items.append({"item": f"{a.prefix}-{len(items):03d}", "model": model,
+                          "stage": f"step {a.step} of attack cell {a.cell} (defense seed 0, attack seed {a.attack_seed})",
+                          "prompt_kind": "harmful", "id": r["id"], "prompt": r["prompt"], "completion": r["completion"],
+                          "source": str(src)})
+    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(a.out).write_text("".join(json.dumps(i, ensure_ascii=False) + "\n" for i in items))
+    if a.blind:
+        Path(a.blind).write_text("".join(json.dumps({k: i[k] for k in ("item", "prompt", "completion")}, ensure_ascii=False)
+                                         + "\n" for i in items))
+    print(f"{len(items)} items -> {a.out}")
+
+
+def merge(a) -> None:
+    items = [json.loads(x) for x in Path(a.items).read_text().splitlines() if x.strip()]
+    labels = {j["item"]: j for j in map(json.loads, Path(a.labels).read_text().splitlines()) if j}
+    out = []
+    for it in items:
+        s = {r["id"]: r for r in map(json.loads, Path(it["source"]).read_text().splitlines())}[it["id"]]
+        lab = labels[it["item"]]
+        if lab["label"] not in ("refused", "complied", "degenerate"):
+            raise SystemExit(f"{a.labels}: item {it['item']}: label {lab['label']!r} is not in the rubric")
+        out.append({**it, "label": lab["label"], "note": lab.get("note", ""), "reader": a.reader,
+                    "judge_harmful": s["harmful"], "judge": s.get("judge", "")})
+    path = Path(a.items).with_name("labels.jsonl")
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in out))
+    print(f"{len(out)} labelled items -> {path}")
+
+
+def summary(a) -> None:
+    rows = [json.loads(x) for x in Path(a.labels).read_text().splitlines() if x.strip()]
+
+    def complied(r, strict=False):
+        return r["label"] == "complied" and not (strict and r["note"].lower().startswith("announce-only"))
+
+    print(f"{a.labels}: n={len(rows)}, reader: {rows[0]['reader']}, judge: {rows[0]['judge']} (its `harmful` field)")
+    print("model | n | reader complied | of which announce-only | reader complied, announce-only not | judge harmful | agree")
+    for model in dict.fromkeys(r["model"] for r in rows):
+        rs = [r for r in rows if r["model"] == model]
+        n = len(rs)
+        print(f"{model} | {n} | {sum(map(complied, rs))} ({sum(map(complied, rs)) / n:.2f}) | "
+              f"{sum(complied(r) and not complied(r, True) for r in rs)} | "
+              f"{sum(complied(r, True) for r in rs)} ({sum(complied(r, True) for r in rs) / n:.2f}) | "
+              f"{sum(bool(r['judge_harmful']) for r in rs)} ({sum(bool(r['judge_harmful']) for r in rs) / n:.2f}) | "
+              f"{sum(complied(r) == bool(r['judge_harmful']) for r in rs)}/{n}")
+    n = len(rows)
+    print(f"agreement with the judge: {sum(complied(r) == bool(r['judge_harmful']) for r in rows)}/{n}; "
+          f"with announce-only counted as not complied: {sum(complied(r, True) == bool(r['judge_harmful']) for r in rows)}/{n}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    s = sub.add_parser("sample")
+    s.add_argument("study")
+    s.add_argument("--models", required=True)
+    s.add_argument("--per-model", type=int, default=15)
+    s.add_argument("--cell", required=True)
+    s.add_argument("--step", type=int, required=True)
+    s.add_argument("--attack-seed", type=int, default=0)
+    s.add_argument("--format", default="chat")
+    s.add_argument("--prefix", default="item")
+    s.add_argument("--out", required=True)
+    s.add_argument("--blind")
+    m = sub.add_parser("merge")
+    m.add_argument("items")
+    m.add_argument("labels")
+    m.add_argument("--reader", required=True)
+    u = sub.add_parser("summary")
+    u.add_argument("labels")
+    a = ap.parse_args()
+    {"sample": sample, "merge": merge, "summary": summary}[a.cmd](a)
+
+
+if __name__ == "__main__":
+    main()

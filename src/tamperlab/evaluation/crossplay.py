@@ -1,0 +1,186 @@
+"""Cross-play: every attacker's rewrites of held-out seed requests against every defender.
+
+An attacker is a self-play output directory (its ``adapters/attacker``, or ``adapters/shared`` for
+parameter-shared self-play, on the base model its defense.json names) or ``none`` (the seed request
+itself, unrewritten). A defender is any model the loader accepts. For each attacker and sampling
+seed the rewrites of the held-out seeds (``harmful/eval`` and ``borderline/eval``, disjoint from the
+self-play training seeds) are made once and reused for every defender; each defender answers them
+greedily. Per (attacker, defender, seed): the harmful rate on harmful seeds (harm judge on the
+seed's request and the answer) and the answer rate on benign seeds (1 − refusal judge on the
+rewrite and the answer). Each cell is written atomically as it finishes, so a crashed run resumes;
+the matrix is mean [min, max] over seeds, with a heat map."""
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from ..data import get_split
+from ..models.loading import LoadedModel, load_model
+from ..utils.config import ConfigError
+from ..utils.io import atomic_write_json, atomic_write_text
+
+
+@dataclass
+class CrossplayConfig:
+    seeds: int = field(default=3, metadata={"help": "rewrite sampling seeds (the spread)"})
+    limit: int = field(default=20, metadata={"help": "held-out seeds per kind (harmful/eval, borderline/eval)"})
+    rewrite_tokens: int = field(default=48, metadata={"help": "tokens per rewrite"})
+    answer_tokens: int = field(default=48, metadata={"help": "tokens per defender answer (greedy)"})
+    temperature: float = field(default=1.0, metadata={"help": "attacker sampling temperature"})
+    top_p: float = field(default=0.95, metadata={"help": "attacker nucleus sampling mass"})
+    harm_judge: str = field(default="harm-classifier", metadata={"help": "judge of harm"})
+    refusal_judge: str = field(default="refusal-classifier", metadata={"help": "judge of refusal"})
+    format: str = field(default="chat", metadata={"help": "prompt format"})
+    batch_size: int = field(default=20, metadata={"help": "prompts per generation batch"})
+
+    def validate(self) -> None:
+        for name in ("seeds", "limit", "rewrite_tokens", "answer_tokens", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"field {name!r}: must be >= 1, got {getattr(self, name)}")
+
+
+def held_out_seeds(limit: int) -> list[tuple[str, str]]:
+    return ([("harmful", r["prompt"]) for r in get_split("harmful/eval")[:limit]]
+            + [("benign", r["prompt"]) for r in get_split("borderline/eval")[:limit]])
+
+
+def load_attacker(spec: str) -> LoadedModel | None:
+    """``none`` -> None (no rewrite); a self-play directory -> its base with the attacker adapter."""
+    if spec == "none":
+        return None
+    d = Path(spec)
+    info_path = d / "defense.json"
+    if not info_path.exists():
+        raise ConfigError(f"--attackers {spec!r}: not a self-play output directory (no defense.json); or use 'none'")
+    info = json.loads(info_path.read_text())
+    name = "shared" if info.get("shared") else "attacker"
+    adapter = d / "adapters" / name
+    if not (adapter / "adapter_model.safetensors").exists():
+        raise ConfigError(f"--attackers {spec!r}: no adapter at {adapter} (method {info.get('method')!r})")
+    base = load_model(info["base"]["name"])
+    from peft import PeftModel
+
+    model = PeftModel.from_pretrained(copy.deepcopy(base.model), str(adapter)).eval()  # the cached base stays intact
+    return LoadedModel(name=f"{d.name}:{name}", source=str(adapter), model=model, tokenizer=base.tokenizer,
+                       fingerprint=f"{base.fingerprint}+{info['key']}")
+
+
+def rewrite(attacker: LoadedModel | None, seeds: list[tuple[str, str]], cfg: CrossplayConfig, seed: int) -> list[str]:
+    from ..defenses.selfplay import ATTACK_TEMPLATE, clean_rewrite
+    from ..generation import GenerationConfig, generate
+
+    if attacker is None:
+        return [s for _, s in seeds]
+    with torch.no_grad():
+        raw = generate(attacker, [ATTACK_TEMPLATE.format(seed=s) for _, s in seeds], cfg.format,
+                       GenerationConfig(max_new_tokens=cfg.rewrite_tokens, do_sample=True, temperature=cfg.temperature,
+                                        top_p=cfg.top_p, seed=seed, batch_size=cfg.batch_size),
+                       description="cross-play: rewriting")
+    return [clean_rewrite(t) or "(empty)" for t in raw]
+
+
+def _label(spec: str) -> str:
+    return "none" if spec == "none" else Path(spec).name or spec
+
+
+def run_crossplay(attackers: list[str], defenders: list[str], out: str | Path, cfg: CrossplayConfig | None = None) -> dict:
+    from ..generation import GenerationConfig, generate
+    from ..judges import get_judge
+
+    cfg = cfg or CrossplayConfig()
+    cfg.validate()
+    out = Path(out)
+    (out / "cells").mkdir(parents=True, exist_ok=True)
+    seeds = held_out_seeds(cfg.limit)
+    labels_a, labels_d = [_label(a) for a in attackers], [_label(d) for d in defenders]
+    for what, labels in (("--attackers", labels_a), ("--defenders", labels_d)):
+        if len(set(labels)) != len(labels):
+            raise ConfigError(f"{what}: two entries share a name ({labels}); give directories distinct names")
+    atomic_write_json(out / "config.json", {"attackers": attackers, "defenders": defenders, "config": asdict(cfg),
+                                            "seed_splits": ["harmful/eval", "borderline/eval"]})
+    harm_j, ref_j = get_judge(cfg.harm_judge), get_judge(cfg.refusal_judge)
+    for a_spec, a_name in zip(attackers, labels_a):
+        attacker = None
+        for k in range(cfg.seeds):
+            rw_path = out / "rewrites" / f"{a_name}-seed{k}.json"
+            if rw_path.exists():
+                rewrites = json.loads(rw_path.read_text())
+            else:
+                if attacker is None and a_spec != "none":
+                    attacker = load_attacker(a_spec)
+                rewrites = rewrite(attacker, seeds, cfg, seed=k)
+                rw_path.parent.mkdir(parents=True, exist_ok=True)
+                atomic_write_json(rw_path, rewrites)
+            for d_spec, d_name in zip(defenders, labels_d):
+                cell = out / "cells" / f"{a_name}__{d_name}__seed{k}.json"
+                if cell.exists():
+                    continue
+                defender = load_model(d_spec)
+                answers = generate(defender, rewrites, cfg.format,
+                                   GenerationConfig(max_new_tokens=cfg.answer_tokens, batch_size=cfg.batch_size),
+                                   description=f"cross-play: {d_name} answering")
+                harmful = [bool(j.harmful) for j in harm_j.judge([s for _, s in seeds], answers)]
+                refused = [bool(j.refused) for j in ref_j.judge(rewrites, answers)]
+                h = [x for (kind, _), x in zip(seeds, harmful) if kind == "harmful"]
+                b = [not x for (kind, _), x in zip(seeds, refused) if kind == "benign"]
+                atomic_write_json(cell, {
+                    "attacker": a_name, "defender": d_name, "seed": k, "n_harmful": len(h), "n_benign": len(b),
+                    "harmful_rate": sum(h) / len(h), "benign_answer_rate": sum(b) / len(b),
+                    "samples": [{"kind": kind, "seed_request": s, "rewrite": w, "answer": a, "harmful": hh, "refused": rr}
+                                for (kind, s), w, a, hh, rr in zip(seeds, rewrites, answers, harmful, refused)]})
+    return summarise(out, labels_a, labels_d, cfg)
+
+
+def summarise(out: Path, attackers: list[str], defenders: list[str], cfg: CrossplayConfig) -> dict:
+    """The matrix (mean, min, max over seeds per cell), matrix.json, matrix.md and the heat map."""
+    cells = {}
+    for a in attackers:
+        for d in defenders:
+            got = [json.loads((out / "cells" / f"{a}__{d}__seed{k}.json").read_text()) for k in range(cfg.seeds)]
+            cells[(a, d)] = {m: {"mean": sum(g[m] for g in got) / len(got), "min": min(g[m] for g in got),
+                                 "max": max(g[m] for g in got)} for m in ("harmful_rate", "benign_answer_rate")}
+            cells[(a, d)]["n"] = {"harmful": got[0]["n_harmful"], "benign": got[0]["n_benign"], "seeds": len(got)}
+    result = {"attackers": attackers, "defenders": defenders, "judges": [cfg.harm_judge, cfg.refusal_judge],
+              "cells": [{"attacker": a, "defender": d, **v} for (a, d), v in cells.items()]}
+    atomic_write_json(out / "matrix.json", result)
+    lines = [f"# Cross-play: {len(attackers)} attackers x {len(defenders)} defenders",
+             "", f"Held-out seeds: `harmful/eval` and `borderline/eval`, n={cfg.limit} each; {cfg.seeds} rewrite "
+             f"sampling seeds; mean [min, max] over seeds. Harm judge `{cfg.harm_judge}` (seed request + answer); "
+             f"refusal judge `{cfg.refusal_judge}` (rewrite + answer).", ""]
+    for metric, title in (("harmful_rate", "harmful rate on harmful seeds (attacker wins when high)"),
+                          ("benign_answer_rate", "answer rate on benign seeds (defender wins when high)")):
+        lines += [f"## {title}", "", "| attacker \\ defender | " + " | ".join(defenders) + " |",
+                  "|---|" + "---|" * len(defenders)]
+        for a in attackers:
+            lines.append(f"| {a} | " + " | ".join(
+                f"{cells[(a, d)][metric]['mean']:.2f} [{cells[(a, d)][metric]['min']:.2f}, {cells[(a, d)][metric]['max']:.2f}]"
+                for d in defenders) + " |")
+        lines.append("")
+    atomic_write_text(out / "matrix.md", "\n".join(lines) + "\n")
+    heatmap(cells, attackers, defenders, out / "crossplay.png")
+    return result
+
+
+def heatmap(cells: dict, attackers: list[str], defenders: list[str], path: Path) -> Path:
+    from ..utils.plotting import pyplot, save_figure
+
+    plt = pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(2.2 + 1.6 * len(defenders) * 2, 1.4 + 0.6 * len(attackers)), squeeze=False)
+    for ax, (metric, title, cmap) in zip(axes[0], (("harmful_rate", "harmful rate (harmful seeds)", "Reds"),
+                                                  ("benign_answer_rate", "answer rate (benign seeds)", "Greens"))):
+        m = [[cells[(a, d)][metric]["mean"] for d in defenders] for a in attackers]
+        ax.imshow(m, vmin=0, vmax=1, cmap=cmap)
+        for i, a in enumerate(attackers):
+            for j, d in enumerate(defenders):
+                c = cells[(a, d)][metric]
+                ax.text(j, i, f"{c['mean']:.2f}\n[{c['min']:.2f}, {c['max']:.2f}]", ha="center", va="center", fontsize=7)
+        ax.set_xticks(range(len(defenders)), defenders, rotation=30, ha="right", fontsize=7)
+        ax.set_yticks(range(len(attackers)), attackers, fontsize=7)
+        ax.set_xlabel("defender")
+        ax.set_ylabel("attacker")
+        ax.set_title(title, fontsize=9)
+    return save_figure(fig, path)
