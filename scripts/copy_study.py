@@ -42,9 +42,11 @@ def copy_study(src: Path, dst: Path) -> dict:
         defenses.append(str(out.relative_to(dst)))
     last = max(cfg.steps)
     n = 0
+    # only this study's models: a study directory resumed from another may hold more
+    mine = {f"{spec.name}-{spec.key(ds or 0)}" for spec, ds in cfg.trained_models()}
     for f in sorted((src / "samples").rglob("samples.jsonl")):
         step = int(f.parent.name.split("-")[0][4:])
-        if step in (0, last):
+        if step in (0, last) and f.relative_to(src / "samples").parts[0] in mine:
             rel = f.relative_to(src)
             (dst / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(f, dst / rel)

@@ -342,11 +342,13 @@ def _defend(lm: LoadedModel, cfg: SelfPlayConfig, out: Path, shared: bool) -> di
         last = t.train(f"defend: {'self-play' if shared else 'ABS'}")
         t.save(out)
         counts = t.param_counts()
-        ro = t.last_rollout
-    samples = [{"kind": k, "seed": s, "rewrite": w, "answer": a, "harmful": h, "refused": r, "similarity": round(x, 4)}
-               for k, s, w, a, h, r, x in zip(ro["kinds"], [s for _, s in ro["seeds"] for _ in range(cfg.group_size)],
-                                              ro["rewrites"], ro["answers"], ro["harmful"], ro["refused"], ro["similarity"])]
-    (out / "last_rollout.jsonl").write_text("".join(json.dumps(x, ensure_ascii=False) + "\n" for x in samples))
+        ro = getattr(t, "last_rollout", None)  # None when a resume found every step done
+    if ro is not None:
+        samples = [{"kind": k, "seed": s, "rewrite": w, "answer": a, "harmful": h, "refused": r, "similarity": round(x, 4)}
+                   for k, s, w, a, h, r, x in zip(ro["kinds"], [s for _, s in ro["seeds"] for _ in range(cfg.group_size)],
+                                                  ro["rewrites"], ro["answers"], ro["harmful"], ro["refused"],
+                                                  ro["similarity"])]
+        (out / "last_rollout.jsonl").write_text("".join(json.dumps(x, ensure_ascii=False) + "\n" for x in samples))
     from ..training.supervised import copy_log
 
     copy_log(engine, out)

@@ -11,7 +11,7 @@ from statistics import mean
 from .fmt import f2, mmm, signed, table
 from .sources import CELLS, QuoteError, Results, Study, cell_label, cell_slugs
 
-MATCHED = ("demo", "comparison")
+MATCHED = ("demo", "comparison", "baselines")
 LABELS = {"undefended": "undefended", "refusal-sft": "refusal SFT", "antidote": "AntiDote", "repnoise": "RepNoise",
           "tar": "TAR", "vaccine": "Vaccine", "booster": "Booster"}
 EVAL_BUDGET = {"overrefusal": 0.10, "nll": 0.05}  # the budget, applied to the eval splits
@@ -255,4 +255,6 @@ def matched_facts(r: Results) -> dict[str, str]:
         if len(st.defended()) > 2:
             for cell in st.cells():
                 out[f"{p}.{cell}.ranking"] = ranking(st, cell)[1]
+                runs = [v for m in st.defended() for v in st.values(m, cell, st.last())]
+                out[f"{p}.{cell}.last.range"] = f"{f2(min(runs))}–{f2(max(runs))}"  # every defended run
     return out
