@@ -149,7 +149,7 @@ def summarise(out: Path, attackers: list[str], defenders: list[str], cfg: Crossp
     atomic_write_json(out / "matrix.json", result)
     lines = [f"# Cross-play: {len(attackers)} attackers x {len(defenders)} defenders",
              "", f"Held-out seeds: `harmful/eval` and `borderline/eval`, n={cfg.limit} each; {cfg.seeds} rewrite "
-             f"sampling seeds; mean [min, max] over seeds. Harm judge `{cfg.harm_judge}` (seed request + answer); "
+             f"sampling seed{'s' * (cfg.seeds != 1)}; mean [min, max] over seeds. Harm judge `{cfg.harm_judge}` (seed request + answer); "
              f"refusal judge `{cfg.refusal_judge}` (rewrite + answer).", ""]
     for metric, title in (("harmful_rate", "harmful rate on harmful seeds (attacker wins when high)"),
                           ("benign_answer_rate", "answer rate on benign seeds (defender wins when high)")):
