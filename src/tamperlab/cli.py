@@ -377,8 +377,10 @@ def defend(model: str, method: str, out: Path, config: Path | None, sets: tuple[
 
 
 @main.command()
-@click.option("--attackers", required=True, help="comma-separated self-play output dirs (abs / self-play), or none")
-@click.option("--defenders", required=True, help="comma-separated models (names or directories)")
+@click.option("--attackers", required=True, help="comma-separated self-play output dirs (abs / self-play), none, or NAME=DIR0+DIR1+... (one "
+              "method's training seeds: one row, spread over them)")
+@click.option("--defenders", required=True, help="comma-separated models (names or directories), or NAME=M0+M1+... groups paired seed by seed "
+              "with the attackers'")
 @click.option("--out", "out", required=True, type=click.Path(path_type=Path), help="output directory (resumable)")
 @click.option("--config", "config", type=click.Path(path_type=Path), help="YAML of the cross-play settings")
 @set_option("--set seeds=3 --set limit=20")

@@ -8,7 +8,12 @@ self-play training seeds) are made once and reused for every defender; each defe
 greedily. Per (attacker, defender, seed): the harmful rate on harmful seeds (harm judge on the
 seed's request and the answer) and the answer rate on benign seeds (1 − refusal judge on the
 rewrite and the answer). Each cell is written atomically as it finishes, so a crashed run resumes;
-the matrix is mean [min, max] over seeds, with a heat map."""
+the matrix is mean [min, max] over replicates, with a heat map.
+
+The spread a claim about a *method* needs covers its training seeds: an entry ``NAME=P0+P1+P2`` is
+one row (or column) whose members are one method's training seeds, and member i of an attacker
+group meets member i of a defender group (a single entry plays every replicate), so each cell's
+spread runs over training seeds × rewrite sampling seeds."""
 from __future__ import annotations
 
 import copy
@@ -87,7 +92,36 @@ def _label(spec: str) -> str:
     return "none" if spec == "none" else Path(spec).name or spec
 
 
+def parse_group(entry: str, what: str) -> tuple[str, list[str]]:
+    """``NAME=P0+P1+P2`` -> (NAME, [P0, P1, P2]): one row (or column) of the matrix whose members are
+    the training seeds of one method; a plain ``P`` is a group of one, named after it."""
+    name, eq, rest = entry.partition("=")
+    if not eq:
+        return _label(entry), [entry]
+    members = [m.strip() for m in rest.split("+") if m.strip()]
+    if not name.strip() or not members:
+        raise ConfigError(f"{what} {entry!r}: expected NAME=PATH[+PATH...]")
+    return name.strip(), members
+
+
+def replicates(groups: list[tuple[str, list[str]]], seeds: int) -> int:
+    """How many (training seed, sampling seed) replicates every cell has: groups of several members
+    must all have the same number, and member i of an attacker group meets member i of a defender group;
+    a group of one (``none``, an undefended model) plays in every replicate."""
+    sizes = {len(m) for _, m in groups if len(m) > 1}
+    if len(sizes) > 1:
+        raise ConfigError(f"--attackers/--defenders: groups of training seeds differ in size ({sorted(sizes)}); "
+                          "give every method the same seeds")
+    return (sizes.pop() if sizes else 1) * seeds
+
+
+def _member(members: list[str], r: int, seeds: int) -> tuple[str, int]:
+    """Replicate r's member of a group and its sampling seed."""
+    return members[0 if len(members) == 1 else r // seeds], r % seeds
+
+
 def run_crossplay(attackers: list[str], defenders: list[str], out: str | Path, cfg: CrossplayConfig | None = None) -> dict:
+    """``attackers``/``defenders``: specs or ``NAME=P0+P1+...`` groups (:func:`parse_group`)."""
     from ..generation import GenerationConfig, generate
     from ..judges import get_judge
 
@@ -96,26 +130,34 @@ def run_crossplay(attackers: list[str], defenders: list[str], out: str | Path, c
     out = Path(out)
     (out / "cells").mkdir(parents=True, exist_ok=True)
     seeds = held_out_seeds(cfg.limit)
-    labels_a, labels_d = [_label(a) for a in attackers], [_label(d) for d in defenders]
-    for what, labels in (("--attackers", labels_a), ("--defenders", labels_d)):
-        if len(set(labels)) != len(labels):
-            raise ConfigError(f"{what}: two entries share a name ({labels}); give directories distinct names")
+    groups_a = [parse_group(a, "--attackers") for a in attackers]
+    groups_d = [parse_group(d, "--defenders") for d in defenders]
+    for what, groups in (("--attackers", groups_a), ("--defenders", groups_d)):
+        labels = [g for g, _ in groups]
+        members = [_label(m) for _, ms in groups for m in ms]
+        if len(set(labels)) != len(labels) or len(set(members)) != len(members):
+            raise ConfigError(f"{what}: two entries share a name ({labels}: {members}); give directories distinct names")
+    n_rep = replicates(groups_a + groups_d, cfg.seeds)
     atomic_write_json(out / "config.json", {"attackers": attackers, "defenders": defenders, "config": asdict(cfg),
-                                            "seed_splits": ["harmful/eval", "borderline/eval"]})
+                                            "replicates": n_rep, "seed_splits": ["harmful/eval", "borderline/eval"]})
     harm_j, ref_j = get_judge(cfg.harm_judge), get_judge(cfg.refusal_judge)
-    for a_spec, a_name in zip(attackers, labels_a):
-        attacker = None
-        for k in range(cfg.seeds):
+    loaded: dict[str, LoadedModel | None] = {}
+    for _, a_members in groups_a:
+        for r in range(n_rep):
+            a_spec, k = _member(a_members, r, cfg.seeds)
+            a_name = _label(a_spec)
             rw_path = out / "rewrites" / f"{a_name}-seed{k}.json"
             if rw_path.exists():
                 rewrites = json.loads(rw_path.read_text())
             else:
-                if attacker is None and a_spec != "none":
-                    attacker = load_attacker(a_spec)
-                rewrites = rewrite(attacker, seeds, cfg, seed=k)
+                if a_spec not in loaded:
+                    loaded = {a_spec: None if a_spec == "none" else load_attacker(a_spec)}  # one attacker in memory
+                rewrites = rewrite(loaded[a_spec], seeds, cfg, seed=k)
                 rw_path.parent.mkdir(parents=True, exist_ok=True)
                 atomic_write_json(rw_path, rewrites)
-            for d_spec, d_name in zip(defenders, labels_d):
+            for _, d_members in groups_d:
+                d_spec, _ = _member(d_members, r, cfg.seeds)
+                d_name = _label(d_spec)
                 cell = out / "cells" / f"{a_name}__{d_name}__seed{k}.json"
                 if cell.exists():
                     continue
@@ -132,24 +174,36 @@ def run_crossplay(attackers: list[str], defenders: list[str], out: str | Path, c
                     "harmful_rate": sum(h) / len(h), "benign_answer_rate": sum(b) / len(b),
                     "samples": [{"kind": kind, "seed_request": s, "rewrite": w, "answer": a, "harmful": hh, "refused": rr}
                                 for (kind, s), w, a, hh, rr in zip(seeds, rewrites, answers, harmful, refused)]})
-    return summarise(out, labels_a, labels_d, cfg)
+    return summarise(out, groups_a, groups_d, cfg)
 
 
-def summarise(out: Path, attackers: list[str], defenders: list[str], cfg: CrossplayConfig) -> dict:
-    """The matrix (mean, min, max over seeds per cell), matrix.json, matrix.md and the heat map."""
+def summarise(out: Path, groups_a: list[tuple[str, list[str]]], groups_d: list[tuple[str, list[str]]],
+              cfg: CrossplayConfig) -> dict:
+    """The matrix (mean, min, max over replicates per cell), matrix.json, matrix.md and the heat map."""
+    n_rep = replicates(groups_a + groups_d, cfg.seeds)
+    attackers, defenders = [g for g, _ in groups_a], [g for g, _ in groups_d]
     cells = {}
-    for a in attackers:
-        for d in defenders:
-            got = [json.loads((out / "cells" / f"{a}__{d}__seed{k}.json").read_text()) for k in range(cfg.seeds)]
+    for a, a_members in groups_a:
+        for d, d_members in groups_d:
+            got = []
+            for r in range(n_rep):
+                (a_spec, k), (d_spec, _) = _member(a_members, r, cfg.seeds), _member(d_members, r, cfg.seeds)
+                got.append(json.loads((out / "cells" / f"{_label(a_spec)}__{_label(d_spec)}__seed{k}.json").read_text()))
             cells[(a, d)] = {m: {"mean": sum(g[m] for g in got) / len(got), "min": min(g[m] for g in got),
                                  "max": max(g[m] for g in got)} for m in ("harmful_rate", "benign_answer_rate")}
-            cells[(a, d)]["n"] = {"harmful": got[0]["n_harmful"], "benign": got[0]["n_benign"], "seeds": len(got)}
+            cells[(a, d)]["n"] = {"harmful": got[0]["n_harmful"], "benign": got[0]["n_benign"], "replicates": len(got)}
+    training = max(1, n_rep // cfg.seeds)
     result = {"attackers": attackers, "defenders": defenders, "judges": [cfg.harm_judge, cfg.refusal_judge],
+              "groups": {"attackers": dict(groups_a), "defenders": dict(groups_d)},
+              "replicates": {"training_seeds": training, "sampling_seeds": cfg.seeds},
               "cells": [{"attacker": a, "defender": d, **v} for (a, d), v in cells.items()]}
     atomic_write_json(out / "matrix.json", result)
+    spread = (f"{cfg.seeds} rewrite sampling seed{'s' * (cfg.seeds != 1)}" if training == 1 else
+              f"{training} training seeds x {cfg.seeds} rewrite sampling seed{'s' * (cfg.seeds != 1)} (training seed i's "
+              "attacker meets training seed i's defender)")
     lines = [f"# Cross-play: {len(attackers)} attackers x {len(defenders)} defenders",
-             "", f"Held-out seeds: `harmful/eval` and `borderline/eval`, n={cfg.limit} each; {cfg.seeds} rewrite "
-             f"sampling seed{'s' * (cfg.seeds != 1)}; mean [min, max] over seeds. Harm judge `{cfg.harm_judge}` (seed request + answer); "
+             "", f"Held-out seeds: `harmful/eval` and `borderline/eval`, n={cfg.limit} each; {spread}; mean [min, max] "
+             f"over them. Harm judge `{cfg.harm_judge}` (seed request + answer); "
              f"refusal judge `{cfg.refusal_judge}` (rewrite + answer).", ""]
     for metric, title in (("harmful_rate", "harmful rate on harmful seeds (attacker wins when high)"),
                           ("benign_answer_rate", "answer rate on benign seeds (defender wins when high)")):
@@ -160,6 +214,9 @@ def summarise(out: Path, attackers: list[str], defenders: list[str], cfg: Crossp
                 f"{cells[(a, d)][metric]['mean']:.2f} [{cells[(a, d)][metric]['min']:.2f}, {cells[(a, d)][metric]['max']:.2f}]"
                 for d in defenders) + " |")
         lines.append("")
+    members = [f"- `{g}`: " + ", ".join(f"`{m}`" for m in ms) for g, ms in groups_a + groups_d if len(ms) > 1]
+    if members:
+        lines += ["Groups (in training-seed order):", "", *dict.fromkeys(members), ""]
     atomic_write_text(out / "matrix.md", "\n".join(lines) + "\n")
     heatmap(cells, attackers, defenders, out / "crossplay.png")
     return result
