@@ -221,3 +221,43 @@ def test_crossplay_groups_pair_training_seeds_and_spread_over_them(tiny, tmp_pat
         cp.run_crossplay([group], [f"d={dirs[0]}+{dirs[1]}+tiny-llama"], tmp_path / "y", cfg)
     with pytest.raises(ConfigError, match="NAME=PATH"):
         cp.run_crossplay(["abs="], ["tiny-llama"], tmp_path / "z", cfg)
+
+
+def test_the_trained_attacker_is_a_prompt_attack_in_evaluate(tiny, tmp_path, monkeypatch):
+    """``prompt_attack=rewriter:DIR``: the model answers the attacker's rewrite, the judge reads the
+    original request; a directory that is no self-play output is refused naming the field."""
+    from tamperlab.defenses import defend, selfplay
+    from tamperlab.evaluation import EvalConfig, evaluate
+    from tamperlab.utils.config import ConfigError
+
+    orig = selfplay.SelfPlayTrainer.__init__
+    monkeypatch.setattr(selfplay.SelfPlayTrainer, "__init__", lambda self, lm, cfg, engine, shared=False, **kw: orig(
+        self, lm, cfg, engine, shared=shared, seeds=SEEDS, judges=(FakeJudge(), FakeJudge()),
+        similarity=lambda a, b: [0.9] * len(a)))
+    sp = defend(tiny, "self-play", overrides=dict(vars(_cfg())), out_dir=tmp_path / "sp")
+    seen = []
+
+    class Recorder(FakeJudge):
+        name, score_name = "recorder", None
+
+        def judge(self, prompts, completions):
+            seen.extend(prompts)
+            return super().judge(prompts, completions)
+
+        def describe(self):
+            return {"name": "recorder"}
+
+    import tamperlab.judges as J
+
+    monkeypatch.setattr(J, "get_judge", lambda spec: Recorder())
+    cfg = EvalConfig(suite=["harm"], limit=2, max_new_tokens=4, harm_judge="none", prompt_attack=f"rewriter:{sp}")
+    cfg.validate()
+    res = evaluate("tiny-llama", cfg, tmp_path / "ev")
+    rows = [json.loads(x) for x in (tmp_path / "ev" / "samples.jsonl").read_text().splitlines()]
+    assert res["suites"]["harm"]["prompt_attack"] == f"rewriter:{sp}"
+    assert seen == [r["prompt"] for r in rows] and all("attacked_prompt" in r for r in rows)
+    assert [r["attacked_prompt"] for r in rows] != [r["prompt"] for r in rows]  # the tiny attacker rewrote them
+    with pytest.raises(ConfigError, match="prompt_attack"):
+        EvalConfig(prompt_attack=f"rewriter:{tmp_path}").validate()
+    with pytest.raises(ConfigError, match="unknown prompt attack"):
+        EvalConfig(prompt_attack="nope").validate()

@@ -22,6 +22,9 @@ class EvalConfig:
     prompts: str | None = field(default=None, metadata={
         "help": "your own prompt file (.jsonl/.csv with a 'prompt' column) replacing the harm suite's prompts"})
     format: str = field(default="chat", metadata={"help": "prompt format: chat | plain | any prompts/formats/*.yaml"})
+    prompt_attack: str = field(default="none", metadata={
+        "help": "none | rewriter:DIR (a self-play run's attacker rewrites each harm/over-refusal prompt; judges read "
+                "the original request) | any PROMPT_ATTACKS entry"})
     max_new_tokens: int = field(default=128, metadata={"help": "generated tokens per harm/over-refusal prompt"})
     gsm8k_max_new_tokens: int = field(default=256, metadata={"help": "generated tokens per GSM8K problem"})
     do_sample: bool = field(default=False, metadata={"help": "sample instead of greedy decoding"})
@@ -60,6 +63,9 @@ class EvalConfig:
             raise ConfigError(f"field 'harm_judge': unknown judge {hj!r}; known: none, {', '.join(JUDGES.names())}")
         if self.prompts is not None and not Path(self.prompts).is_file():
             raise ConfigError(f"field 'prompts': file not found: {self.prompts}")
+        from ..attacks.prompt import check_prompt_attack
+
+        check_prompt_attack(self.prompt_attack)
         if self.format not in list_formats():
             raise ConfigError(f"field 'format': unknown prompt format {self.format!r}; "
                               f"known: {', '.join(list_formats())}")

@@ -16,7 +16,6 @@ group meets member i of a defender group (a single entry plays every replicate),
 spread runs over training seeds × rewrite sampling seeds."""
 from __future__ import annotations
 
-import copy
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -24,6 +23,8 @@ from pathlib import Path
 import torch
 
 from ..data import get_split
+from ..attacks.prompt import RewriteSettings, load_attacker
+from ..attacks.prompt import rewrite as rewrite_requests
 from ..models.loading import LoadedModel, load_model
 from ..utils.config import ConfigError
 from ..utils.io import atomic_write_json, atomic_write_text
@@ -53,39 +54,12 @@ def held_out_seeds(limit: int) -> list[tuple[str, str]]:
             + [("benign", r["prompt"]) for r in get_split("borderline/eval")[:limit]])
 
 
-def load_attacker(spec: str) -> LoadedModel | None:
-    """``none`` -> None (no rewrite); a self-play directory -> its base with the attacker adapter."""
-    if spec == "none":
-        return None
-    d = Path(spec)
-    info_path = d / "defense.json"
-    if not info_path.exists():
-        raise ConfigError(f"--attackers {spec!r}: not a self-play output directory (no defense.json); or use 'none'")
-    info = json.loads(info_path.read_text())
-    name = "shared" if info.get("shared") else "attacker"
-    adapter = d / "adapters" / name
-    if not (adapter / "adapter_model.safetensors").exists():
-        raise ConfigError(f"--attackers {spec!r}: no adapter at {adapter} (method {info.get('method')!r})")
-    base = load_model(info["base"]["name"])
-    from peft import PeftModel
-
-    model = PeftModel.from_pretrained(copy.deepcopy(base.model), str(adapter)).eval()  # the cached base stays intact
-    return LoadedModel(name=f"{d.name}:{name}", source=str(adapter), model=model, tokenizer=base.tokenizer,
-                       fingerprint=f"{base.fingerprint}+{info['key']}")
-
-
 def rewrite(attacker: LoadedModel | None, seeds: list[tuple[str, str]], cfg: CrossplayConfig, seed: int) -> list[str]:
-    from ..defenses.selfplay import ATTACK_TEMPLATE, clean_rewrite
-    from ..generation import GenerationConfig, generate
-
+    """The attacker's rewrites of the seeds (``None``: the seeds themselves), as the prompt attack makes them."""
     if attacker is None:
         return [s for _, s in seeds]
-    with torch.no_grad():
-        raw = generate(attacker, [ATTACK_TEMPLATE.format(seed=s) for _, s in seeds], cfg.format,
-                       GenerationConfig(max_new_tokens=cfg.rewrite_tokens, do_sample=True, temperature=cfg.temperature,
-                                        top_p=cfg.top_p, seed=seed, batch_size=cfg.batch_size),
-                       description="cross-play: rewriting")
-    return [clean_rewrite(t) or "(empty)" for t in raw]
+    return rewrite_requests(attacker, [s for _, s in seeds], cfg.format, seed, RewriteSettings(
+        tokens=cfg.rewrite_tokens, temperature=cfg.temperature, top_p=cfg.top_p, batch_size=cfg.batch_size))
 
 
 def _label(spec: str) -> str:
@@ -151,7 +125,7 @@ def run_crossplay(attackers: list[str], defenders: list[str], out: str | Path, c
                 rewrites = json.loads(rw_path.read_text())
             else:
                 if a_spec not in loaded:
-                    loaded = {a_spec: None if a_spec == "none" else load_attacker(a_spec)}  # one attacker in memory
+                    loaded = {a_spec: None if a_spec == "none" else load_attacker(a_spec, "--attackers")}  # one attacker in memory
                 rewrites = rewrite(loaded[a_spec], seeds, cfg, seed=k)
                 rw_path.parent.mkdir(parents=True, exist_ok=True)
                 atomic_write_json(rw_path, rewrites)

@@ -1,11 +1,13 @@
 """Suites that generate answers and ask a judge whether each one is a refusal, and (harm judge)
 whether it really answers: the harm suite reports ``asr`` (not refused) and ``harmful_rate``; the
-over-refusal suites ``refusal_rate`` and ``not_complied_rate``. When the suite's judge gives no
+over-refusal suites ``refusal_rate`` and ``not_complied_rate``. Under a prompt attack the model
+answers the attacked prompt and the judges read the original request beside the answer. When the suite's judge gives no
 harm/compliance verdict (a refusal-only judge), the ``harm_judge`` setting supplies it."""
 from __future__ import annotations
 
 from typing import Callable
 
+from ...attacks.prompt import apply_prompt_attack
 from ...data import get_split, read_rows_file
 from ..metrics import attack_success_rate, harmful_rate, mean_score, not_complied_rate, refusal_rate
 from .base import SUITES, SuiteContext
@@ -25,7 +27,9 @@ class JudgedGenerationSuite:
     def run(self, ctx: SuiteContext) -> tuple[dict, list[dict]]:
         rows, dataset, split = self.rows(ctx)
         prompts = [r["prompt"] for r in rows]
-        completions = ctx.generate(prompts, ctx.cfg.max_new_tokens, f"{self.name}: generating")
+        attack = getattr(ctx.cfg, "prompt_attack", "none") or "none"
+        shown = apply_prompt_attack(attack, prompts, ctx.cfg.format, ctx.cfg.seed)  # what the model is asked
+        completions = ctx.generate(shown, ctx.cfg.max_new_tokens, f"{self.name}: generating")
         judgements = ctx.judge.judge(prompts, completions)
         side = None
         if self.side_metric is not None:
@@ -42,8 +46,13 @@ class JudgedGenerationSuite:
             extra = {k: v for k, v in r.items() if k not in ("id", "prompt")}
             samples.append({"suite": self.name, "id": r["id"], "prompt": r["prompt"], "completion": c,
                             **j.as_row(ctx.judge), **extra})
+        if attack != "none":
+            for s, a in zip(samples, shown):
+                s["attacked_prompt"] = a
         metrics = {"dataset": dataset, "split": split, "judge": ctx.judge.describe(),
                    "format": ctx.cfg.format, **self.metric([j.refused for j in judgements])}
+        if attack != "none":
+            metrics["prompt_attack"] = attack
         if side is not None and any(v is not None for v in side):
             metrics.update(self.side_metric(side))
             if ctx.harm_judge_used:

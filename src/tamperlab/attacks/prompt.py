@@ -1,0 +1,105 @@
+"""Prompt attacks: change what the model is asked, not its weights. An entry of ``PROMPT_ATTACKS``
+maps (argument, prompts, format, seed) to the prompts the model sees; evaluation then judges the
+answers against the *original* requests (harm is measured against the request's intent, not the
+attack's wording). ``--set prompt_attack=NAME[:ARG]`` on ``tamperlab evaluate`` applies one.
+
+Built in: ``rewriter:DIR``, the attacker a self-play run trained (``tamperlab defend --method
+abs|self-play``): it rewrites each request with the game's own instruction, sampled."""
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from ..models.loading import LoadedModel, load_model
+from ..utils.config import ConfigError
+from ..utils.registry import Registry
+
+PromptAttack = Callable[[str | None, list[str], str, int], list[str]]
+PROMPT_ATTACKS: Registry = Registry("prompt attack")
+
+
+@dataclass(frozen=True)
+class RewriteSettings:
+    """How an attacker samples its rewrites (shared by cross-play and the prompt attack)."""
+    tokens: int = 48
+    temperature: float = 1.0
+    top_p: float = 0.95
+    batch_size: int = 20
+
+
+def apply_prompt_attack(spec: str | None, prompts: list[str], fmt: str, seed: int) -> list[str]:
+    """The prompts the model sees under ``spec`` (``none``/None: unchanged)."""
+    if not spec or spec == "none":
+        return list(prompts)
+    name, _, arg = spec.partition(":")
+    fn: PromptAttack = PROMPT_ATTACKS.get(name).obj
+    out = fn(arg or None, prompts, fmt, seed)
+    if len(out) != len(prompts):
+        raise RuntimeError(f"prompt attack {name!r} returned {len(out)} prompts for {len(prompts)}")
+    return out
+
+
+def check_prompt_attack(spec: str | None, field: str = "prompt_attack") -> None:
+    if not spec or spec == "none":
+        return
+    name, _, arg = spec.partition(":")
+    if name not in PROMPT_ATTACKS:
+        raise ConfigError(f"field {field!r}: unknown prompt attack {name!r}; known: none, {', '.join(PROMPT_ATTACKS.names())}")
+    if name == "rewriter":
+        attacker_adapter(arg, f"field {field!r}")
+
+
+def attacker_adapter(spec: str, what: str) -> tuple[Path, dict]:
+    """(adapter directory, defense.json) of a self-play output's attacker: ``adapters/attacker``,
+    or ``adapters/shared`` for parameter-shared self-play."""
+    d = Path(spec or "")
+    info_path = d / "defense.json"
+    if not spec or not info_path.exists():
+        raise ConfigError(f"{what} {spec!r}: not a self-play output directory (no defense.json)")
+    info = json.loads(info_path.read_text())
+    adapter = d / "adapters" / ("shared" if info.get("shared") else "attacker")
+    if not (adapter / "adapter_model.safetensors").exists():
+        raise ConfigError(f"{what} {spec!r}: no attacker adapter at {adapter} (method {info.get('method')!r})")
+    return adapter, info
+
+
+def load_attacker(spec: str, what: str = "attacker") -> LoadedModel:
+    """A self-play output directory -> its base model with the attacker adapter (on a copy, so the
+    process's cached base stays intact)."""
+    adapter, info = attacker_adapter(spec, what)
+    base = load_model(info["base"]["name"])
+    from peft import PeftModel
+
+    model = PeftModel.from_pretrained(copy.deepcopy(base.model), str(adapter)).eval()
+    return LoadedModel(name=f"{Path(spec).name}:{adapter.name}", source=str(adapter), model=model,
+                       tokenizer=base.tokenizer, fingerprint=f"{base.fingerprint}+{info['key']}")
+
+
+def rewrite(attacker: LoadedModel, requests: list[str], fmt: str, seed: int,
+            settings: RewriteSettings = RewriteSettings()) -> list[str]:
+    """The attacker's sampled rewrite of each request (the self-play game's instruction)."""
+    from ..defenses.selfplay import ATTACK_TEMPLATE, clean_rewrite
+    from ..generation import GenerationConfig, generate
+
+    with torch.no_grad():
+        raw = generate(attacker, [ATTACK_TEMPLATE.format(seed=s) for s in requests], fmt,
+                       GenerationConfig(max_new_tokens=settings.tokens, do_sample=True, temperature=settings.temperature,
+                                        top_p=settings.top_p, seed=seed, batch_size=settings.batch_size),
+                       description="prompt attack: rewriting")
+    return [clean_rewrite(t) or "(empty)" for t in raw]
+
+
+_LOADED: dict[str, LoadedModel] = {}
+
+
+@PROMPT_ATTACKS.register("rewriter", help="rewriter:DIR: a self-play run's trained attacker rewrites each request")
+def _rewriter(arg: str | None, prompts: list[str], fmt: str, seed: int) -> list[str]:
+    if arg not in _LOADED:
+        _LOADED.clear()  # one attacker in memory
+        _LOADED[arg] = load_attacker(arg, "prompt_attack rewriter:")
+    return rewrite(_LOADED[arg], prompts, fmt, seed)
