@@ -23,7 +23,7 @@ from ..models.loading import LoadedModel
 from ..prompts.formats import encode_prompts
 from ..training.data import SFTExample, build_features, collate, fit_pool_or_warn, ordered_examples
 from ..training.engine import Engine
-from ..training.adapters import DEFAULT_TARGETS, lora_on, save_defended
+from ..training.adapters import DEFAULT_TARGETS, AdapterScope, base_param_count, lora_on, save_defended
 from ..training.losses import kl_to_reference, mean_nll, preference_loss, sequence_logps, token_logps
 from ..training.sft import TrainConfig
 from ..training.supervised import copy_log
@@ -107,7 +107,7 @@ class AntiDoteConfig(DataFields, BudgetFields):
                 raise ConfigError(f"field {name!r}: must be >= 0, got {getattr(self, name)}")
 
 
-class AntiDoteTrainer:
+class AntiDoteTrainer(AdapterScope):
     """Holds both players and the data; ``adversary_step``/``defender_step`` are the two moves.
 
     The defender's LoRA lives on the loaded model itself and the frozen original is the same
@@ -137,8 +137,7 @@ class AntiDoteTrainer:
         torch.manual_seed(cfg.seed)
         tcfg = TrainConfig(method="lora", lora_rank=cfg.lora_rank, lora_alpha=cfg.lora_alpha,
                            lora_targets=list(cfg.lora_targets), seed=cfg.seed)
-        self._lora = lora_on(lm.model, tcfg)
-        model = self._lora.__enter__()
+        model = self._hold(lora_on(lm.model, tcfg))
         try:
             self.sites = find_sites(model, cfg.adv_targets)
             torch.manual_seed(cfg.seed + 1)
@@ -170,21 +169,9 @@ class AntiDoteTrainer:
             self.close()
             raise
 
-    def close(self) -> None:
-        """Remove the defender's adapter from the shared model (idempotent)."""
-        if self._lora is not None:
-            self._lora.__exit__(None, None, None)
-            self._lora = None
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
     # ---- parameter counts, for the card -------------------------------------------------------
     def param_counts(self) -> dict:
-        base = sum(p.numel() for n, p in self.lm.model.named_parameters() if "lora_" not in n)
+        base = base_param_count(self.lm.model)
         adv = sum(p.numel() for p in self.adversary.parameters())
         lora = sum(p.numel() for p in self.def_params)
         return {"model": base, "adversary": adv, "defender_lora": lora, "adversary_to_model": adv / base}

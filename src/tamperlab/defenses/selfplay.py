@@ -31,7 +31,8 @@ import torch
 
 from ..data import get_split
 from ..models.loading import LoadedModel
-from ..training.adapters import DEFAULT_TARGETS, adapter_params, adapters_on, merged_state_dict
+from ..training.adapters import (DEFAULT_TARGETS, AdapterScope, adapter_params, adapters_on, base_param_count,
+                                 merged_state_dict)
 from ..training.data import IGNORE_INDEX, SFTExample, build_features, collate
 from ..training.engine import Engine
 from ..training.losses import token_logps
@@ -151,7 +152,7 @@ def clean_rewrite(text: str) -> str:
     return t.strip('"').strip()
 
 
-class SelfPlayTrainer:
+class SelfPlayTrainer(AdapterScope):
     """The two roles on one frozen base. ``shared``: one adapter plays both (parameter-shared
     self-play); otherwise ``attacker`` and ``defender`` adapters (ABS). A context manager: leaving
     removes the adapters from the shared model."""
@@ -167,8 +168,7 @@ class SelfPlayTrainer:
             raise ConfigError("self-play needs harmful and benign seed requests")
         self._judges = judges  # (harm judge, refusal judge), built on first use
         self._similarity = similarity
-        self._ctx = adapters_on(lm.model, cfg, self.names)
-        self.model = self._ctx.__enter__()
+        self.model = self._hold(adapters_on(lm.model, cfg, self.names))
         try:
             self.players = {}
             for name in self.names:
@@ -179,17 +179,6 @@ class SelfPlayTrainer:
         except BaseException:
             self.close()
             raise
-
-    def close(self) -> None:
-        if self._ctx is not None:
-            self._ctx.__exit__(None, None, None)
-            self._ctx = None
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
     # ---- pieces --------------------------------------------------------------------------------
     def peft(self):
@@ -301,7 +290,7 @@ class SelfPlayTrainer:
                 "similarity": sum(ro["similarity"]) / n, "drift_penalty": sum(x["drift_penalty"] for x in rw) / n}
 
     def param_counts(self) -> dict:
-        base = sum(p.numel() for n, p in self.lm.model.named_parameters() if "lora_" not in n)
+        base = base_param_count(self.lm.model)
         trained = {n: sum(p.numel() for p in adapter_params(self.peft(), n)) for n in self.names}
         return {"model": base, **{f"{n}_lora": v for n, v in trained.items()},
                 "trained": sum(trained.values())}

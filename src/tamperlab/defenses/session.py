@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..models.loading import LoadedModel
-from ..training.adapters import save_defended, trainable_model
+from ..training.adapters import AdapterScope, base_param_count, save_defended, trainable_model
 from ..training.data import SFTExample, build_features, collate, fit_pool_or_warn, ordered_examples
 from ..training.engine import Engine
 from ..training.supervised import SupervisedBatches, copy_log, token_weight
@@ -57,7 +57,7 @@ class Objective:
         return ""
 
 
-class DefenseSession:
+class DefenseSession(AdapterScope):
     """The trained model, its player and its data for one defense run. A context manager: leaving
     removes the LoRA adapter from the shared model (bit-identical afterwards)."""
 
@@ -71,8 +71,7 @@ class DefenseSession:
         self.tcfg = cfg.train_config()
         self.steps = self.tcfg.total_steps(len(pool))
         set_seed(cfg.seed)
-        self._ctx = trainable_model(lm.model, self.tcfg)
-        self.model = self._ctx.__enter__()
+        self.model = self._hold(trainable_model(lm.model, self.tcfg))
         try:
             self.player = engine.add_player("model", self.model, lr=cfg.lr, total_steps=self.steps,
                                             scheduler=cfg.scheduler, warmup_steps=cfg.warmup_steps,
@@ -159,19 +158,7 @@ class DefenseSession:
         return last, choice or {}
 
     def param_counts(self) -> dict:
-        base = sum(p.numel() for n, p in self.lm.model.named_parameters() if "lora_" not in n)
-        return {"model": base, "trained": sum(p.numel() for p in self.params)}
-
-    def close(self) -> None:
-        if self._ctx is not None:
-            self._ctx.__exit__(None, None, None)
-            self._ctx = None
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
+        return {"model": base_param_count(self.lm.model), "trained": sum(p.numel() for p in self.params)}
 
 
 def run_defense(lm: LoadedModel, cfg, out: Path, objective: Objective, title: str) -> dict:

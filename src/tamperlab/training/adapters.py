@@ -39,12 +39,12 @@ def wrap_lora(model, cfg):
 
 
 @contextmanager
-def lora_on(model, cfg):
-    """``wrap_lora`` on the shared model for the duration of the block, then removed; the base's
-    weights are frozen throughout and its requires_grad flags and train/eval mode come back."""
+def _on_shared_base(model, attach):
+    """``attach(model)`` (a PEFT model injected into ``model``) for the duration of the block, then
+    removed; the base's weights stay frozen and its requires_grad flags and train/eval mode come back."""
     flags = {n: p.requires_grad for n, p in model.named_parameters()}
     was_training = model.training
-    peft_model = wrap_lora(model, cfg)
+    peft_model = attach(model)
     try:
         yield peft_model
     finally:
@@ -54,6 +54,38 @@ def lora_on(model, cfg):
         base.train(was_training)
         if hasattr(base, "peft_config"):
             del base.peft_config
+
+
+def lora_on(model, cfg):
+    """``wrap_lora`` on the shared model for the duration of the block, then removed (bit-identical)."""
+    return _on_shared_base(model, lambda m: wrap_lora(m, cfg))
+
+
+class AdapterScope:
+    """What holds adapters on the shared base for its lifetime (a defense session, a trainer): a
+    context manager whose ``close`` (idempotent) takes them off again."""
+    _scope = None
+
+    def _hold(self, ctx):
+        """Enter ``ctx`` (``lora_on``, ``adapters_on``, ``trainable_model``) and keep it to close."""
+        self._scope = ctx
+        return ctx.__enter__()
+
+    def close(self) -> None:
+        if self._scope is not None:
+            self._scope.__exit__(None, None, None)
+            self._scope = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def base_param_count(model) -> int:
+    """Parameters of the model without any LoRA weights (the denominator of trained fractions)."""
+    return sum(p.numel() for n, p in model.named_parameters() if "lora_" not in n)
 
 
 @contextmanager
@@ -106,7 +138,6 @@ def save_defended(model, tokenizer, out_dir: str | Path) -> Path:
     return out
 
 
-@contextmanager
 def adapters_on(model, cfg, names: list[str]):
     """Several named LoRA adapters (same rank, alpha and targets from ``cfg``) on the one shared
     frozen base, each initialised from its own seed (cfg.seed + its index); the first is active.
@@ -115,28 +146,21 @@ def adapters_on(model, cfg, names: list[str]):
     from peft import LoraConfig, get_peft_model
 
     check_targets(model, list(cfg.lora_targets))
-    flags = {n: p.requires_grad for n, p in model.named_parameters()}
-    was_training = model.training
 
     def lcfg():
         return LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, lora_dropout=0.0,
                           target_modules=list(cfg.lora_targets), task_type="CAUSAL_LM")
 
-    torch.manual_seed(cfg.seed)
-    peft_model = get_peft_model(model, lcfg(), adapter_name=names[0])
-    for k, name in enumerate(names[1:], start=1):
-        torch.manual_seed(cfg.seed + k)
-        peft_model.add_adapter(name, lcfg())
-    peft_model.set_adapter(names[0])
-    try:
-        yield peft_model
-    finally:
-        base = peft_model.unload()
-        for n, p in base.named_parameters():
-            p.requires_grad_(flags.get(n, p.requires_grad))
-        base.train(was_training)
-        if hasattr(base, "peft_config"):
-            del base.peft_config
+    def attach(m):
+        torch.manual_seed(cfg.seed)
+        peft_model = get_peft_model(m, lcfg(), adapter_name=names[0])
+        for k, name in enumerate(names[1:], start=1):
+            torch.manual_seed(cfg.seed + k)
+            peft_model.add_adapter(name, lcfg())
+        peft_model.set_adapter(names[0])
+        return peft_model
+
+    return _on_shared_base(model, attach)
 
 
 def adapter_params(peft_model, name: str) -> list[torch.nn.Parameter]:
