@@ -146,3 +146,19 @@ def test_the_interval_counts_defense_seeds_not_runs():
 
     assert aggregate(rows(3, 2))[0]["ci_supported"] is False
     assert aggregate(rows(5, 1))[0]["ci_supported"] is True
+
+
+def test_a_defended_model_with_attack_false_is_trained_per_seed_and_evaluated_before_attack_only(tmp_path):
+    """The self-play study trains a defender it does not attack: one step-0 run per defense seed,
+    no attack runs, and the report still builds."""
+    models = STUDY["models"] + [{"name": "sft-ref", "model": "tiny-llama", "attack": False,
+                                 "defense": {**DEFENSE, "steps": 1}}]
+    cfg = _cfg(tmp_path, models=models, seeds=1)
+    out = tmp_path / "study"
+    summary = run_study(cfg, out)
+    assert summary["runs_total"] == 1 + 2 + 2  # undefended once; sft 2 defense seeds x 1 attack seed; sft-ref 2
+    with ResultStore(out / "results.sqlite") as store:
+        rows = store.rows()
+    ref = [r for r in rows if r["model"] == "sft-ref"]
+    assert {r["defense_seed"] for r in ref} == {0, 1} and {r["step"] for r in ref} == {0}
+    assert "sft-ref" in (out / "report.md").read_text()

@@ -66,6 +66,11 @@ class Matched:
     def defended(self) -> list[str]:
         return [m["name"] for m in self.config["models"] if m.get("defense")]
 
+    def attacked(self) -> list[str]:
+        """Defended models the study also attacks (a defended model with ``attack: false`` is
+        evaluated before any attack only)."""
+        return [m["name"] for m in self.config["models"] if m.get("defense") and m.get("attack", True) is not False]
+
     def cells(self) -> list[str]:
         return cell_slugs(self.rows)
 
@@ -151,7 +156,7 @@ def before_table(r: Results, name: str) -> str:
 def ranking(st: Matched, cell: str) -> tuple[list[tuple[str, list[float]]], str]:
     """Defenses by mean harmful rate after the attack's last step (lowest first), and a plain
     sentence that says which neighbours in that order are within each other's seed range."""
-    after = sorted(((m, st.values(m, cell, st.last())) for m in st.defended()), key=lambda t: mean(t[1]))
+    after = sorted(((m, st.values(m, cell, st.last())) for m in st.attacked()), key=lambda t: mean(t[1]))
     parts = []
     for i, (m, v) in enumerate(after):
         parts.append(f"{i + 1}. {LABELS.get(m, m)} {mmm(v)}")
@@ -173,7 +178,7 @@ def defense_rows_table(r: Results, name: str) -> str:
     mid = sorted(s for s in st.config["steps"] if 0 < s < last)
     rows = []
     for cell in st.cells():
-        for m in st.defended():
+        for m in st.attacked():
             k, n = st.dev_budget(m)
             worst = max(max(st.values(m, cell, s)) for s in st.config["steps"] if s > 0)
             rows.append([cell_label(cell), LABELS.get(m, m), f"{k}/{n}", spread(st.values(m, cell, 0))]
@@ -190,7 +195,7 @@ def defense_rows_table(r: Results, name: str) -> str:
 def attack_table(r: Results, name: str) -> str:
     st = Matched.load(r, name)
     last = st.last()
-    defended = [m for m in st.models() if m in st.defended()]
+    defended = [m for m in st.models() if m in st.attacked()]
     if len(defended) > 2:
         return defense_rows_table(r, name)
     header = [f"attack ({last} steps, batch {st.config['attack']['batch_size']})"]
@@ -245,16 +250,16 @@ def matched_facts(r: Results) -> dict[str, str]:
                 out[f"{p}.{model}.dev-budget"] = f"{k}/{n}"
                 ev = st.eval_budget(model)
                 out[f"{p}.{model}.eval-budget"] = f"{sum(ev)}/{len(ev)}"
-                for cell in st.cells():
+                for cell in st.cells() if model in st.attacked() else []:
                     v = st.values(model, cell, st.last())
                     out[f"{p}.{model}.{cell}.step0"] = spread(st.values(model, cell, 0))
                     out[f"{p}.{model}.{cell}.last"] = mmm(v)
                     out[f"{p}.{model}.{cell}.last.mean"] = f2(mean(v))
                     out[f"{p}.{model}.{cell}.last.max"] = f2(max(v))
                     out[f"{p}.{model}.{cell}.last.min"] = f2(min(v))
-        if len(st.defended()) > 2:
+        if len(st.attacked()) > 2:
             for cell in st.cells():
                 out[f"{p}.{cell}.ranking"] = ranking(st, cell)[1]
-                runs = [v for m in st.defended() for v in st.values(m, cell, st.last())]
+                runs = [v for m in st.attacked() for v in st.values(m, cell, st.last())]
                 out[f"{p}.{cell}.last.range"] = f"{f2(min(runs))}–{f2(max(runs))}"  # every defended run
     return out
