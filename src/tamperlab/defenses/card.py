@@ -53,9 +53,11 @@ def training_figure(log_path: Path, png: Path, choice: dict | None = None) -> Pa
     return save_figure(fig, png)
 
 
-def budget_section(choice: dict | None) -> str:
+def budget_section(choice: dict | None, cfg=None) -> str:
     if not choice:
-        return "## Dev checks\n\nNone (`check_every: 0`): the last step was kept without a budget check.\n"
+        why = ("`check_every: 0`" if hasattr(cfg, "check_every") else
+               "this method has no dev checks; a study's before-attack evaluation reports its over-refusal and utility")
+        return f"## Dev checks\n\nNone ({why}): the last step was kept without a budget check.\n"
     b = choice["budget"]
     rows = "\n".join(f"| {r['step']} | {r['overrefusal']:.3f} (n={r['n_overrefusal']}) | "
                      f"{r['utility_nll']:.4f} (n={r['n_utility']}) |" for r in choice["checks"])
@@ -73,7 +75,7 @@ def write_card(out: Path, title: str, summary: str, cfg, last: dict, choice: dic
     conf = "\n".join(f"| {k} | {v} |" for k, v in asdict(cfg).items())
     fin = "\n".join(f"| {k} | {v:.4g} |" for k, v in last.items() if isinstance(v, float))
     fig = "![training curves](training.png)\n\n" if png else ""
-    text = (f"# {title}\n\n{summary}\n\n{fig}{budget_section(choice)}\n## Config\n\n| key | value |\n|---|---|\n"
+    text = (f"# {title}\n\n{summary}\n\n{fig}{budget_section(choice, cfg)}\n## Config\n\n| key | value |\n|---|---|\n"
             f"{conf}\n\n## Final step\n\n| quantity | value |\n|---|---|\n{fin}\n")
     atomic_write_text(out / "card.md", text)
     return out / "card.md"
