@@ -36,7 +36,7 @@ def copy_study(src: Path, dst: Path) -> dict:
         # the copy keeps the study's layout (models/NAME-KEY/), so the report finds the budgets
         out = defense_dir(dst, spec, ds)
         out.mkdir(parents=True)
-        for name in ("defense.json", "card.md", "training.png"):
+        for name in ("defense.json", "card.md", "training.png", "last_rollout.jsonl"):
             if (d / name).exists():
                 shutil.copy2(d / name, out / name)
         defenses.append(str(out.relative_to(dst)))

@@ -13,6 +13,7 @@ two registries), ``render`` (the markers). Reading is cheap (JSON, CSV and the s
 markdown tables): no model is loaded.
 """
 
+from . import selfplay  # noqa: F401  (registers the self-play study's blocks and facts)
 from .blocks import BLOCKS
 from .render import Mismatch, check_paths, doc_paths, render_text
 from .sources import QuoteError, Results
