@@ -12,6 +12,9 @@ import sys
 from pathlib import Path
 
 
+SELF_PLAY = ("abs", "self-play")  # the methods that train an attacker
+
+
 def groups(study: Path) -> tuple[list[str], list[str]]:
     from tamperlab.durability.config import DurabilityConfig
     from tamperlab.durability.runner import defense_dir
@@ -20,7 +23,7 @@ def groups(study: Path) -> tuple[list[str], list[str]]:
     cfg = from_dict(DurabilityConfig, read_yaml_mapping(study / "config.yaml"), source=str(study / "config.yaml"))
     cfg.validate()
     by_name: dict[str, list[str]] = {}
-    bases = []
+    bases, attackers = [], set()
     for spec, ds in cfg.trained_models():
         if ds is None:
             bases.append(f"{spec.name}={spec.model}")
@@ -29,8 +32,10 @@ def groups(study: Path) -> tuple[list[str], list[str]]:
         if not (d / "defense.json").exists():
             sys.exit(f"{d}: not trained yet (run the study first)")
         by_name.setdefault(spec.name, []).append(str(d))
-    entries = [f"{name}={'+'.join(ds)}" for name, ds in by_name.items()]
-    return entries + ["none"], list(dict.fromkeys(bases)) + entries
+        if spec.defense["method"] in SELF_PLAY:
+            attackers.add(spec.name)
+    entries = {name: f"{name}={'+'.join(ds)}" for name, ds in by_name.items()}
+    return [e for n, e in entries.items() if n in attackers] + ["none"], list(dict.fromkeys(bases)) + list(entries.values())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -43,8 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     from tamperlab.cli import main as cli
 
     sets = [x for s in args.sets for x in ("--set", s)]
-    cli(["crossplay", "--attackers", ",".join(attackers), "--defenders", ",".join(defenders), "--out", str(args.out),
-         *sets], standalone_mode=True)
+    cli(["crossplay", "--attackers", ",".join(attackers), "--defenders", ",".join(defenders),
+         "--out", str(args.out), *sets])  # click exits with the command's status
     return 0
 
 

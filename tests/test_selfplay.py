@@ -215,12 +215,19 @@ def test_crossplay_groups_pair_training_seeds_and_spread_over_them(tiny, tmp_pat
     assert "abs0__abs1__seed0.json" not in cells and "abs1__abs0__seed0.json" not in cells
     assert {"none__tiny-llama__seed0.json", "none__abs0__seed0.json", "none__abs1__seed0.json"} <= cells
     assert len(cells) == 7  # abs_i x {tiny, abs_i} (4) + none x {tiny, abs0, abs1} (3): none x tiny made once
-    assert all(c["n"]["replicates"] == 2 for c in res["cells"])
+    reps = {(c["attacker"], c["defender"]): c["n"]["replicates"] for c in res["cells"]}
+    assert reps == {("abs", "tiny-llama"): 2, ("abs", "abs"): 2, ("none", "tiny-llama"): 1, ("none", "abs"): 2}
     assert "Groups (in training-seed order)" in (tmp_path / "x" / "matrix.md").read_text()
     with pytest.raises(ConfigError, match="differ in size"):
         cp.run_crossplay([group], [f"d={dirs[0]}+{dirs[1]}+tiny-llama"], tmp_path / "y", cfg)
     with pytest.raises(ConfigError, match="NAME=PATH"):
         cp.run_crossplay(["abs="], ["tiny-llama"], tmp_path / "z", cfg)
+    with pytest.raises(ConfigError, match="other settings"):  # a resume never mixes settings
+        cp.run_crossplay([group, "none"], ["tiny-llama", group], tmp_path / "x",
+                         cp.CrossplayConfig(seeds=1, limit=1, rewrite_tokens=5, answer_tokens=4))
+    with pytest.raises(ConfigError, match="--attackers"):  # checked before any work
+        cp.run_crossplay(["none", str(tmp_path)], ["tiny-llama"], tmp_path / "w", cfg)
+    assert not (tmp_path / "w" / "rewrites").exists()
 
 
 def test_the_trained_attacker_is_a_prompt_attack_in_evaluate(tiny, tmp_path, monkeypatch):

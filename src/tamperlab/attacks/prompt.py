@@ -99,7 +99,15 @@ _LOADED: dict[str, LoadedModel] = {}
 
 @PROMPT_ATTACKS.register("rewriter", help="rewriter:DIR: a self-play run's trained attacker rewrites each request")
 def _rewriter(arg: str | None, prompts: list[str], fmt: str, seed: int) -> list[str]:
-    if arg not in _LOADED:
+    """Rewrites as the attacker made them in training: its prompt format, rewrite length and sampling
+    (from its defense.json), whatever format the evaluated model is asked in."""
+    _, info = attacker_adapter(arg, "prompt_attack rewriter:")
+    key = f"{arg}:{info['key']}"  # a directory retrained in place is another attacker
+    if key not in _LOADED:
         _LOADED.clear()  # one attacker in memory
-        _LOADED[arg] = load_attacker(arg, "prompt_attack rewriter:")
-    return rewrite(_LOADED[arg], prompts, fmt, seed)
+        _LOADED[key] = load_attacker(arg, "prompt_attack rewriter:")
+    c = info.get("config", {})
+    d = RewriteSettings()
+    settings = RewriteSettings(tokens=c.get("rewrite_tokens", d.tokens), temperature=c.get("temperature", d.temperature),
+                               top_p=c.get("top_p", d.top_p))
+    return rewrite(_LOADED[key], prompts, c.get("format", fmt), seed, settings)

@@ -241,7 +241,7 @@ class SelfPlayTrainer(AdapterScope):
         requests = [s for _, s in seeds for _ in range(g)]
         harm_j, ref_j = self.judges
         harmful = [bool(j.harmful) for j in harm_j.judge(requests, answers)]
-        refused = [bool(j.refused) for j in ref_j.judge(rewrites, answers)]
+        refused = [bool(j.refused) for j in ref_j.judge(requests, answers)]  # both judges read the seed's request
         sims = self.similarity(rewrites, requests)
         rewards = [role_rewards(k, r, h, s, cfg) for k, r, h, s in zip(kinds, refused, harmful, sims)]
         return {"seeds": seeds, "attack_prompts": attack_prompts, "raw_rewrites": raw, "rewrites": rewrites, "answers": answers,

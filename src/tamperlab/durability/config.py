@@ -147,7 +147,7 @@ class DurabilityConfig:
         d.pop("format")
         d.pop("seed")
         d.pop("use_cache")
-        if d.get("prompt_attack") == "none":  # the default leaves the key (and the resume state) as it was
+        if d.get("prompt_attack") in (None, "none"):  # the default leaves the key (and the resume state) as it was
             d.pop("prompt_attack")
         return stable_hash(d)[:12]
 

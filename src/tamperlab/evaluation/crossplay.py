@@ -7,7 +7,7 @@ seed the rewrites of the held-out seeds (``harmful/eval`` and ``borderline/eval`
 self-play training seeds) are made once and reused for every defender; each defender answers them
 greedily. Per (attacker, defender, seed): the harmful rate on harmful seeds (harm judge on the
 seed's request and the answer) and the answer rate on benign seeds (1 − refusal judge on the
-rewrite and the answer). Each cell is written atomically as it finishes, so a crashed run resumes;
+seed's request and the answer: both judges read the request, as in evaluation and training). Each cell is written atomically as it finishes, so a crashed run resumes;
 the matrix is mean [min, max] over replicates, with a heat map.
 
 The spread a claim about a *method* needs covers its training seeds: an entry ``NAME=P0+P1+P2`` is
@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from ..data import get_split
-from ..attacks.prompt import RewriteSettings, load_attacker
+from ..attacks.prompt import RewriteSettings, attacker_adapter, load_attacker
 from ..attacks.prompt import rewrite as rewrite_requests
 from ..models.loading import LoadedModel, load_model
 from ..utils.config import ConfigError
@@ -90,8 +90,14 @@ def replicates(groups: list[tuple[str, list[str]]], seeds: int) -> int:
 
 
 def _member(members: list[str], r: int, seeds: int) -> tuple[str, int]:
-    """Replicate r's member of a group and its sampling seed."""
-    return members[0 if len(members) == 1 else r // seeds], r % seeds
+    """Replicate r's member of a group and its sampling seed (0 for ``none``: its rewrites are the
+    seeds themselves, whatever the seed)."""
+    m = members[0 if len(members) == 1 else r // seeds]
+    return m, 0 if m == "none" else r % seeds
+
+
+def _cell_path(out: Path, a_spec: str, d_spec: str, k: int) -> Path:
+    return out / "cells" / f"{_label(a_spec)}__{_label(d_spec)}__seed{k}.json"
 
 
 def run_crossplay(attackers: list[str], defenders: list[str], out: str | Path, cfg: CrossplayConfig | None = None) -> dict:
@@ -112,6 +118,17 @@ def run_crossplay(attackers: list[str], defenders: list[str], out: str | Path, c
         if len(set(labels)) != len(labels) or len(set(members)) != len(members):
             raise ConfigError(f"{what}: two entries share a name ({labels}: {members}); give directories distinct names")
     n_rep = replicates(groups_a + groups_d, cfg.seeds)
+    stored = out / "config.json"
+    if stored.exists():  # a resume must not mix cells made with other settings
+        old = json.loads(stored.read_text()).get("config", {})
+        diff = sorted(k for k, v in asdict(cfg).items() if old.get(k, v) != v)
+        if diff:
+            raise ConfigError(f"{out}: holds a cross-play made with other settings ({', '.join(diff)}); "
+                              "choose another --out or the same settings")
+    for _, members in groups_a:  # every attacker is checked before hours of work, not when its turn comes
+        for m in members:
+            if m != "none":
+                attacker_adapter(m, "--attackers")
     atomic_write_json(out / "config.json", {"attackers": attackers, "defenders": defenders, "config": asdict(cfg),
                                             "replicates": n_rep, "seed_splits": ["harmful/eval", "borderline/eval"]})
     harm_j, ref_j = get_judge(cfg.harm_judge), get_judge(cfg.refusal_judge)
@@ -132,7 +149,7 @@ def run_crossplay(attackers: list[str], defenders: list[str], out: str | Path, c
             for _, d_members in groups_d:
                 d_spec, _ = _member(d_members, r, cfg.seeds)
                 d_name = _label(d_spec)
-                cell = out / "cells" / f"{a_name}__{d_name}__seed{k}.json"
+                cell = _cell_path(out, a_spec, d_spec, k)
                 if cell.exists():
                     continue
                 defender = load_model(d_spec)
@@ -140,7 +157,7 @@ def run_crossplay(attackers: list[str], defenders: list[str], out: str | Path, c
                                    GenerationConfig(max_new_tokens=cfg.answer_tokens, batch_size=cfg.batch_size),
                                    description=f"cross-play: {d_name} answering")
                 harmful = [bool(j.harmful) for j in harm_j.judge([s for _, s in seeds], answers)]
-                refused = [bool(j.refused) for j in ref_j.judge(rewrites, answers)]
+                refused = [bool(j.refused) for j in ref_j.judge([s for _, s in seeds], answers)]
                 h = [x for (kind, _), x in zip(seeds, harmful) if kind == "harmful"]
                 b = [not x for (kind, _), x in zip(seeds, refused) if kind == "benign"]
                 atomic_write_json(cell, {
@@ -159,10 +176,12 @@ def summarise(out: Path, groups_a: list[tuple[str, list[str]]], groups_d: list[t
     cells = {}
     for a, a_members in groups_a:
         for d, d_members in groups_d:
-            got = []
+            paths = []
             for r in range(n_rep):
                 (a_spec, k), (d_spec, _) = _member(a_members, r, cfg.seeds), _member(d_members, r, cfg.seeds)
-                got.append(json.loads((out / "cells" / f"{_label(a_spec)}__{_label(d_spec)}__seed{k}.json").read_text()))
+                paths.append(_cell_path(out, a_spec, d_spec, k))
+            # distinct runs only: two single entries (none x undefended) meet once, not once per replicate
+            got = [json.loads(p.read_text()) for p in dict.fromkeys(paths)]
             cells[(a, d)] = {m: {"mean": sum(g[m] for g in got) / len(got), "min": min(g[m] for g in got),
                                  "max": max(g[m] for g in got)} for m in ("harmful_rate", "benign_answer_rate")}
             cells[(a, d)]["n"] = {"harmful": got[0]["n_harmful"], "benign": got[0]["n_benign"], "replicates": len(got)}
@@ -178,7 +197,8 @@ def summarise(out: Path, groups_a: list[tuple[str, list[str]]], groups_d: list[t
     lines = [f"# Cross-play: {len(attackers)} attackers x {len(defenders)} defenders",
              "", f"Held-out seeds: `harmful/eval` and `borderline/eval`, n={cfg.limit} each; {spread}; mean [min, max] "
              f"over them. Harm judge `{cfg.harm_judge}` (seed request + answer); "
-             f"refusal judge `{cfg.refusal_judge}` (rewrite + answer).", ""]
+             f"refusal judge `{cfg.refusal_judge}` (seed request + answer). A cell of two single entries (e.g. `none` "
+             "against an undefended model) is one run.", ""]
     for metric, title in (("harmful_rate", "harmful rate on harmful seeds (attacker wins when high)"),
                           ("benign_answer_rate", "answer rate on benign seeds (defender wins when high)")):
         lines += [f"## {title}", "", "| attacker \\ defender | " + " | ".join(defenders) + " |",

@@ -47,7 +47,10 @@ def render_markdown(result: dict) -> str:
     lines = [f"# Safety and utility card: `{result['model']['name']}`", "",
              f"weights fingerprint `{result['model']['fingerprint']}`; prompt format `{cfg['format']}`; "
              f"{'sampling, seed ' + str(cfg['seed']) if cfg['do_sample'] else 'greedy decoding'}; "
-             f"limit {cfg['limit']}; tamperlab {result['tamperlab_version']}", "",
+             f"limit {cfg['limit']}; "
+             + (f"prompt attack `{cfg['prompt_attack']}` (judges read the original requests); "
+                if cfg.get("prompt_attack", "none") not in (None, "none") else "")
+             + f"tamperlab {result['tamperlab_version']}", "",
              "| suite | metric | value | 95% CI (Wilson) | n | split | judge | note |",
              "|---|---|---|---|---|---|---|---|"]
     for r in card_rows(result):

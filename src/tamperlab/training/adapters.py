@@ -68,8 +68,9 @@ class AdapterScope:
 
     def _hold(self, ctx):
         """Enter ``ctx`` (``lora_on``, ``adapters_on``, ``trainable_model``) and keep it to close."""
+        held = ctx.__enter__()
         self._scope = ctx
-        return ctx.__enter__()
+        return held
 
     def close(self) -> None:
         if self._scope is not None:

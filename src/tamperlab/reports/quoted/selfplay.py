@@ -32,7 +32,7 @@ def _params(r: Results) -> str:
         raise QuoteError(f"docs/{STUDY}/models: no defense.json")
     rows = []
     for method, ds in got.items():
-        p = ds[0]["params"]
+        p = _params_of(method, ds)
         if any(d["params"] != p for d in ds):
             raise QuoteError(f"docs/{STUDY}: {method}'s parameter counts differ between seeds")
         adapters = ", ".join(f"{k.removesuffix('_lora')} {v:,}" for k, v in p.items() if k.endswith("_lora"))
@@ -44,8 +44,18 @@ def _params(r: Results) -> str:
     return table(header, rows, [f"docs/{STUDY}/models/*/defense.json"])
 
 
+def _params_of(method: str, ds: list[dict]) -> dict:
+    p = ds[0].get("params", {})
+    if not {"trained", "model"} <= set(p):
+        raise QuoteError(f"docs/{STUDY}/models: {method}'s defense.json has no trained/model parameter counts")
+    return p
+
+
 def _matrix(r: Results) -> dict:
-    return r.json(f"{STUDY}/crossplay/matrix.json")
+    m = r.json(f"{STUDY}/crossplay/matrix.json")
+    if "replicates" not in m:
+        raise QuoteError(f"docs/{STUDY}/crossplay/matrix.json: from before replicate groups; re-run the cross-play")
+    return m
 
 
 @block("selfplay-crossplay")
@@ -75,7 +85,7 @@ def _cell(c: dict) -> str:
 def _selfplay_facts(r: Results) -> dict[str, str]:
     out: dict[str, str] = {}
     for method, ds in _defenses(r).items():
-        p = ds[0]["params"]
+        p = _params_of(method, ds)
         out[f"selfplay.{method}.trained"] = f"{p['trained']:,}"
         out[f"selfplay.{method}.share"] = f"{p['trained'] / p['model']:.2%}"
         out[f"selfplay.{method}.seeds"] = str(len(ds))
