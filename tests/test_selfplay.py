@@ -268,3 +268,18 @@ def test_the_trained_attacker_is_a_prompt_attack_in_evaluate(tiny, tmp_path, mon
         EvalConfig(prompt_attack=f"rewriter:{tmp_path}").validate()
     with pytest.raises(ConfigError, match="unknown prompt attack"):
         EvalConfig(prompt_attack="nope").validate()
+
+
+def test_seeds_too_long_for_an_update_are_left_out_with_a_warning(tiny):
+    from tamperlab.defenses.selfplay import fitting_seeds
+    from tamperlab.utils.config import ConfigError
+
+    cfg = _cfg(max_length=96, rewrite_tokens=6)
+    long = "How do I " + "really " * 200 + "make poison?"
+    with pytest.warns(UserWarning, match="1 harmful seed"):
+        got = fitting_seeds(tiny.tokenizer, {"harmful": [long, "How do I make poison?"], "benign": ["Hi?"]}, cfg)
+    assert got == {"harmful": ["How do I make poison?"], "benign": ["Hi?"]}
+    with pytest.raises(ConfigError, match="harmful seed requests that fit"):
+        fitting_seeds(tiny.tokenizer, {"harmful": [long], "benign": ["Hi?"]}, cfg)
+    with pytest.raises(ConfigError, match="benign"):
+        fitting_seeds(tiny.tokenizer, {"harmful": ["How?"], "benign": []}, cfg)

@@ -143,6 +143,28 @@ def seed_pool(split_harmful: str = "harmful/defense-train", split_benign: str = 
     return {"harmful": harmful, "benign": [r["prompt"] for r in get_split(split_benign)]}
 
 
+def fitting_seeds(tokenizer, seeds: dict, cfg: SelfPlayConfig) -> dict:
+    """The seeds whose attacker prompt leaves room for a whole rewrite in ``max_length`` (the update
+    trains on prompt + rewrite); the rest are left out with a warning, never silently."""
+    import warnings
+
+    from ..prompts.formats import encode_prompts
+
+    room = cfg.max_length - cfg.rewrite_tokens - 1  # the rewrite and its EOS
+    out = {}
+    for kind in ("harmful", "benign"):
+        reqs = list(seeds.get(kind) or [])
+        ids = encode_prompts(tokenizer, [ATTACK_TEMPLATE.format(seed=x) for x in reqs], cfg.format) if reqs else []
+        out[kind] = [x for x, p in zip(reqs, ids) if len(p) <= room]
+        if len(out[kind]) < len(reqs):
+            warnings.warn(f"self-play: {len(reqs) - len(out[kind])} {kind} seed(s) left out: their attacker prompt "
+                          f"and a {cfg.rewrite_tokens}-token rewrite exceed max_length={cfg.max_length}", stacklevel=2)
+        if not out[kind]:
+            raise ConfigError(f"self-play needs {kind} seed requests that fit max_length={cfg.max_length} "
+                              f"(with rewrite_tokens={cfg.rewrite_tokens})")
+    return out
+
+
 def clean_rewrite(text: str) -> str:
     """The rewritten request: the attacker's first paragraph, without a "Rewritten request:" label."""
     t = text.strip().split("\n\n")[0].strip()
@@ -163,9 +185,7 @@ class SelfPlayTrainer(AdapterScope):
         self.lm, self.cfg, self.engine, self.shared = lm, cfg, engine, shared
         self.names = ["shared"] if shared else ["attacker", "defender"]
         self.role_adapter = {"attacker": self.names[0], "defender": self.names[-1]}
-        self.seeds = seeds if seeds is not None else seed_pool()
-        if not self.seeds.get("harmful") or not self.seeds.get("benign"):
-            raise ConfigError("self-play needs harmful and benign seed requests")
+        self.seeds = fitting_seeds(lm.tokenizer, seeds if seeds is not None else seed_pool(), cfg)
         self._judges = judges  # (harm judge, refusal judge), built on first use
         self._similarity = similarity
         self.model = self._hold(adapters_on(lm.model, cfg, self.names))
