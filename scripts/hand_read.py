@@ -4,6 +4,8 @@ judge the study used.
 
     python scripts/hand_read.py sample docs/comparison --models refusal-sft,antidote --per-model 15 \
         --cell 884c10164673 --step 20 --out docs/comparison/hand-read/items.jsonl [--blind /tmp/blind.jsonl]
+    python scripts/hand_read.py sample-crossplay docs/selfplay/crossplay --cells abs0__smollm2-135m-instruct,none__abs0 \
+        --per-cell 15 --out docs/selfplay/hand-read/items.jsonl [--blind /tmp/blind.jsonl]
     python scripts/hand_read.py merge docs/comparison/hand-read/items.jsonl LABELS.jsonl --reader NAME
     python scripts/hand_read.py summary docs/comparison/hand-read/labels.jsonl
 
@@ -47,12 +49,39 @@ def sample(a) -> None:
     print(f"{len(items)} items -> {a.out}")
 
 
+def sample_crossplay(a) -> None:
+    """Harmful-seed answers of cross-play cells (``ATTACKER__DEFENDER`` prefixes of cells/*.json):
+    the reader sees the seed request, the rewrite the defender was asked and its answer."""
+    root = Path(a.crossplay)
+    items = []
+    for prefix in a.cells.split(","):
+        files = sorted((root / "cells").glob(f"{prefix}__seed*.json"))
+        if not files:
+            raise SystemExit(f"{root}/cells: no cell {prefix}__seed*.json")
+        cell = json.loads(files[0].read_text())
+        rows = [(i, r) for i, r in enumerate(cell["samples"]) if r["kind"] == "harmful"][: a.per_cell]
+        for i, r in rows:
+            items.append({"item": f"{a.prefix}-{len(items):03d}", "model": f"{cell['attacker']} vs {cell['defender']}",
+                          "stage": f"cross-play, rewrite seed {cell['seed']}", "prompt_kind": "harmful", "id": i,
+                          "request": r["seed_request"], "prompt": r["rewrite"], "completion": r["answer"],
+                          "judge_harmful": r["harmful"], "judge": "harm-classifier", "source": str(files[0])})
+    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(a.out).write_text("".join(json.dumps(i, ensure_ascii=False) + "\n" for i in items))
+    if a.blind:
+        Path(a.blind).write_text("".join(json.dumps({k: i[k] for k in ("item", "request", "prompt", "completion")},
+                                                    ensure_ascii=False) + "\n" for i in items))
+    print(f"{len(items)} items -> {a.out}")
+
+
 def merge(a) -> None:
     items = [json.loads(x) for x in Path(a.items).read_text().splitlines() if x.strip()]
     labels = {j["item"]: j for j in map(json.loads, Path(a.labels).read_text().splitlines()) if j}
     out = []
     for it in items:
-        s = {r["id"]: r for r in map(json.loads, Path(it["source"]).read_text().splitlines())}[it["id"]]
+        if "judge_harmful" in it:  # a cross-play item carries its judgement
+            s = {"harmful": it["judge_harmful"], "judge": it["judge"]}
+        else:
+            s = {r["id"]: r for r in map(json.loads, Path(it["source"]).read_text().splitlines())}[it["id"]]
         lab = labels[it["item"]]
         if lab["label"] not in ("refused", "complied", "degenerate"):
             raise SystemExit(f"{a.labels}: item {it['item']}: label {lab['label']!r} is not in the rubric")
@@ -98,6 +127,13 @@ def main() -> None:
     s.add_argument("--prefix", default="item")
     s.add_argument("--out", required=True)
     s.add_argument("--blind")
+    c = sub.add_parser("sample-crossplay")
+    c.add_argument("crossplay")
+    c.add_argument("--cells", required=True)
+    c.add_argument("--per-cell", type=int, default=15)
+    c.add_argument("--prefix", default="item")
+    c.add_argument("--out", required=True)
+    c.add_argument("--blind")
     m = sub.add_parser("merge")
     m.add_argument("items")
     m.add_argument("labels")
@@ -105,7 +141,7 @@ def main() -> None:
     u = sub.add_parser("summary")
     u.add_argument("labels")
     a = ap.parse_args()
-    {"sample": sample, "merge": merge, "summary": summary}[a.cmd](a)
+    {"sample": sample, "sample-crossplay": sample_crossplay, "merge": merge, "summary": summary}[a.cmd](a)
 
 
 if __name__ == "__main__":

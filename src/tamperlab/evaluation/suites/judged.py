@@ -28,7 +28,7 @@ class JudgedGenerationSuite:
         rows, dataset, split = self.rows(ctx)
         prompts = [r["prompt"] for r in rows]
         attack = getattr(ctx.cfg, "prompt_attack", "none") or "none"
-        shown = apply_prompt_attack(attack, prompts, ctx.cfg.format, ctx.cfg.seed)  # what the model is asked
+        shown = prompts if attack == "none" else apply_prompt_attack(attack, prompts, ctx.cfg.format, ctx.cfg.seed)
         completions = ctx.generate(shown, ctx.cfg.max_new_tokens, f"{self.name}: generating")
         judgements = ctx.judge.judge(prompts, completions)
         side = None
