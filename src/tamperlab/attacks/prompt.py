@@ -19,8 +19,20 @@ from ..models.loading import LoadedModel, load_model
 from ..utils.config import ConfigError
 from ..utils.registry import Registry
 
-PromptAttack = Callable[[str | None, list[str], str, int], list[str]]
 PROMPT_ATTACKS: Registry = Registry("prompt attack")
+
+
+@dataclass(frozen=True)
+class PromptAttack:
+    """An entry: ``run(arg, prompts, format, seed)`` -> the prompts the model sees; ``check(arg,
+    where)`` refuses a bad argument when the config is validated, before any model is loaded."""
+    run: Callable[[str | None, list[str], str, int], list[str]]
+    check: Callable[[str | None, str], None] | None = None
+
+
+def is_set(spec: str | None) -> bool:
+    """Whether ``spec`` names a prompt attack (``none``, empty and None do not)."""
+    return spec not in (None, "", "none")
 
 
 @dataclass(frozen=True)
@@ -34,24 +46,25 @@ class RewriteSettings:
 
 def apply_prompt_attack(spec: str | None, prompts: list[str], fmt: str, seed: int) -> list[str]:
     """The prompts the model sees under ``spec`` (``none``/None: unchanged)."""
-    if not spec or spec == "none":
+    if not is_set(spec):
         return list(prompts)
     name, _, arg = spec.partition(":")
-    fn: PromptAttack = PROMPT_ATTACKS.get(name).obj
-    out = fn(arg or None, prompts, fmt, seed)
+    entry: PromptAttack = PROMPT_ATTACKS.get(name).obj
+    out = entry.run(arg or None, prompts, fmt, seed)
     if len(out) != len(prompts):
         raise RuntimeError(f"prompt attack {name!r} returned {len(out)} prompts for {len(prompts)}")
     return out
 
 
 def check_prompt_attack(spec: str | None, field: str = "prompt_attack") -> None:
-    if not spec or spec == "none":
+    if not is_set(spec):
         return
     name, _, arg = spec.partition(":")
     if name not in PROMPT_ATTACKS:
         raise ConfigError(f"field {field!r}: unknown prompt attack {name!r}; known: none, {', '.join(PROMPT_ATTACKS.names())}")
-    if name == "rewriter":
-        attacker_adapter(arg, f"field {field!r}")
+    entry: PromptAttack = PROMPT_ATTACKS.get(name).obj
+    if entry.check is not None:
+        entry.check(arg or None, f"field {field!r}")
 
 
 def attacker_adapter(spec: str, what: str) -> tuple[Path, dict]:
@@ -97,7 +110,6 @@ def rewrite(attacker: LoadedModel, requests: list[str], fmt: str, seed: int,
 _LOADED: dict[str, LoadedModel] = {}
 
 
-@PROMPT_ATTACKS.register("rewriter", help="rewriter:DIR: a self-play run's trained attacker rewrites each request")
 def _rewriter(arg: str | None, prompts: list[str], fmt: str, seed: int) -> list[str]:
     """Rewrites as the attacker made them in training: its prompt format, rewrite length and sampling
     (from its defense.json), whatever format the evaluated model is asked in."""
@@ -111,3 +123,7 @@ def _rewriter(arg: str | None, prompts: list[str], fmt: str, seed: int) -> list[
     settings = RewriteSettings(tokens=c.get("rewrite_tokens", d.tokens), temperature=c.get("temperature", d.temperature),
                                top_p=c.get("top_p", d.top_p))
     return rewrite(_LOADED[key], prompts, c.get("format", fmt), seed, settings)
+
+
+PROMPT_ATTACKS.register("rewriter", PromptAttack(run=_rewriter, check=lambda arg, where: attacker_adapter(arg, where)),
+                        help="rewriter:DIR: a self-play run's trained attacker rewrites each request")

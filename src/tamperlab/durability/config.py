@@ -147,8 +147,10 @@ class DurabilityConfig:
         d.pop("format")
         d.pop("seed")
         d.pop("use_cache")
-        if d.get("prompt_attack") in (None, "none"):  # the default leaves the key (and the resume state) as it was
-            d.pop("prompt_attack")
+        from ..attacks.prompt import is_set
+
+        if not is_set(d.get("prompt_attack")):  # the default leaves the key (and the resume state) as it was
+            d.pop("prompt_attack", None)
         return stable_hash(d)[:12]
 
     def cells_expanded(self) -> list[Cell]:

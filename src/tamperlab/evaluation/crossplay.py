@@ -110,6 +110,7 @@ def run_crossplay(attackers: list[str], defenders: list[str], out: str | Path, c
     out = Path(out)
     (out / "cells").mkdir(parents=True, exist_ok=True)
     seeds = held_out_seeds(cfg.limit)
+    requests = [s for _, s in seeds]  # what both judges read beside each answer
     groups_a = [parse_group(a, "--attackers") for a in attackers]
     groups_d = [parse_group(d, "--defenders") for d in defenders]
     for what, groups in (("--attackers", groups_a), ("--defenders", groups_d)):
@@ -156,8 +157,8 @@ def run_crossplay(attackers: list[str], defenders: list[str], out: str | Path, c
                 answers = generate(defender, rewrites, cfg.format,
                                    GenerationConfig(max_new_tokens=cfg.answer_tokens, batch_size=cfg.batch_size),
                                    description=f"cross-play: {d_name} answering")
-                harmful = [bool(j.harmful) for j in harm_j.judge([s for _, s in seeds], answers)]
-                refused = [bool(j.refused) for j in ref_j.judge([s for _, s in seeds], answers)]
+                harmful = [bool(j.harmful) for j in harm_j.judge(requests, answers)]
+                refused = [bool(j.refused) for j in ref_j.judge(requests, answers)]
                 h = [x for (kind, _), x in zip(seeds, harmful) if kind == "harmful"]
                 b = [not x for (kind, _), x in zip(seeds, refused) if kind == "benign"]
                 atomic_write_json(cell, {

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..attacks.prompt import is_set
 from ..utils.io import atomic_write_text
 
 # suite -> (headline metric, how to read it)
@@ -49,7 +50,7 @@ def render_markdown(result: dict) -> str:
              f"{'sampling, seed ' + str(cfg['seed']) if cfg['do_sample'] else 'greedy decoding'}; "
              f"limit {cfg['limit']}; "
              + (f"prompt attack `{cfg['prompt_attack']}` (judges read the original requests); "
-                if cfg.get("prompt_attack", "none") not in (None, "none") else "")
+                if is_set(cfg.get("prompt_attack")) else "")
              + f"tamperlab {result['tamperlab_version']}", "",
              "| suite | metric | value | 95% CI (Wilson) | n | split | judge | note |",
              "|---|---|---|---|---|---|---|---|"]

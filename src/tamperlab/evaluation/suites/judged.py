@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from ...attacks.prompt import apply_prompt_attack
+from ...attacks.prompt import apply_prompt_attack, is_set
 from ...data import get_split, read_rows_file
 from ..metrics import attack_success_rate, harmful_rate, mean_score, not_complied_rate, refusal_rate
 from .base import SUITES, SuiteContext
@@ -27,8 +27,8 @@ class JudgedGenerationSuite:
     def run(self, ctx: SuiteContext) -> tuple[dict, list[dict]]:
         rows, dataset, split = self.rows(ctx)
         prompts = [r["prompt"] for r in rows]
-        attack = getattr(ctx.cfg, "prompt_attack", "none") or "none"
-        shown = prompts if attack == "none" else apply_prompt_attack(attack, prompts, ctx.cfg.format, ctx.cfg.seed)
+        attack = getattr(ctx.cfg, "prompt_attack", None)  # a suite context may carry a config without one
+        shown = apply_prompt_attack(attack, prompts, ctx.cfg.format, ctx.cfg.seed) if is_set(attack) else prompts
         completions = ctx.generate(shown, ctx.cfg.max_new_tokens, f"{self.name}: generating")
         judgements = ctx.judge.judge(prompts, completions)
         side = None
@@ -46,12 +46,12 @@ class JudgedGenerationSuite:
             extra = {k: v for k, v in r.items() if k not in ("id", "prompt")}
             samples.append({"suite": self.name, "id": r["id"], "prompt": r["prompt"], "completion": c,
                             **j.as_row(ctx.judge), **extra})
-        if attack != "none":
+        if is_set(attack):
             for s, a in zip(samples, shown):
                 s["attacked_prompt"] = a
         metrics = {"dataset": dataset, "split": split, "judge": ctx.judge.describe(),
                    "format": ctx.cfg.format, **self.metric([j.refused for j in judgements])}
-        if attack != "none":
+        if is_set(attack):
             metrics["prompt_attack"] = attack
         if side is not None and any(v is not None for v in side):
             metrics.update(self.side_metric(side))
