@@ -26,6 +26,7 @@ from ..data import get_split
 from ..attacks.prompt import RewriteSettings, attacker_adapter, load_attacker
 from ..attacks.prompt import rewrite as rewrite_requests
 from ..models.loading import LoadedModel, load_model
+from ..reports.quoted.fmt import mmm_of  # rounded as the docs quote it (half up): matrix.md and the README agree
 from ..utils.config import ConfigError
 from ..utils.io import atomic_write_json, atomic_write_text
 
@@ -205,9 +206,7 @@ def summarise(out: Path, groups_a: list[tuple[str, list[str]]], groups_d: list[t
         lines += [f"## {title}", "", "| attacker \\ defender | " + " | ".join(defenders) + " |",
                   "|---|" + "---|" * len(defenders)]
         for a in attackers:
-            lines.append(f"| {a} | " + " | ".join(
-                f"{cells[(a, d)][metric]['mean']:.2f} [{cells[(a, d)][metric]['min']:.2f}, {cells[(a, d)][metric]['max']:.2f}]"
-                for d in defenders) + " |")
+            lines.append(f"| {a} | " + " | ".join(mmm_of(cells[(a, d)][metric]) for d in defenders) + " |")
         lines.append("")
     members = [f"- `{g}`: " + ", ".join(f"`{m}`" for m in ms) for g, ms in groups_a + groups_d if len(ms) > 1]
     if members:
@@ -229,7 +228,7 @@ def heatmap(cells: dict, attackers: list[str], defenders: list[str], path: Path)
         for i, a in enumerate(attackers):
             for j, d in enumerate(defenders):
                 c = cells[(a, d)][metric]
-                ax.text(j, i, f"{c['mean']:.2f}\n[{c['min']:.2f}, {c['max']:.2f}]", ha="center", va="center", fontsize=7)
+                ax.text(j, i, mmm_of(c).replace(" [", "\n["), ha="center", va="center", fontsize=7)
         ax.set_xticks(range(len(defenders)), defenders, rotation=30, ha="right", fontsize=7)
         ax.set_yticks(range(len(attackers)), attackers, fontsize=7)
         ax.set_xlabel("defender")

@@ -28,6 +28,11 @@ def mmm(values: Iterable[float], places: int = 2) -> str:
     return f"{f2(mean(v), places)} [{f2(min(v), places)}, {f2(max(v), places)}]"
 
 
+def mmm_of(c: dict, places: int = 2) -> str:
+    """The same ``mean [min, max]`` from an already aggregated ``{"mean", "min", "max"}``."""
+    return f"{f2(c['mean'], places)} [{f2(c['min'], places)}, {f2(c['max'], places)}]"
+
+
 def pct(x: float) -> str:
     return f"{_round(x * 100, 0)}%"
 

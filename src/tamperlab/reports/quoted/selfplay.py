@@ -9,6 +9,7 @@ from statistics import mean
 
 from .blocks import block
 from .fmt import f2, table
+from .fmt import mmm_of as _cell
 from .sources import QuoteError, Results
 from .values import facts_from
 
@@ -75,10 +76,6 @@ def _crossplay(r: Results) -> str:
             f"answer, refusal judge `{m['judges'][1]}`; `none` = the seed request unrewritten. ")
     return table(["metric", "attacker \\ defender"] + m["defenders"], rows, [f"docs/{STUDY}/crossplay/matrix.json"],
                  note=note)
-
-
-def _cell(c: dict) -> str:
-    return f"{f2(c['mean'])} [{f2(c['min'])}, {f2(c['max'])}]"
 
 
 @facts_from
