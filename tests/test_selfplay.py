@@ -102,6 +102,24 @@ def test_training_one_adapter_leaves_the_other_and_the_base_bit_identical(tiny, 
         assert torch.equal(p, base_before[n]), n
 
 
+def test_the_rollout_rewrites_are_the_prompt_attacks_rewrites(tiny, tmp_path):
+    """One rewrite implementation: the game's rollout and `attacks.prompt.rewrite` (cross-play, the
+    rewriter prompt attack) sample the same rewrites from the same attacker, seed and settings."""
+    from tamperlab.attacks.prompt import RewriteSettings, rewrite
+
+    with _trainer(tiny, tmp_path) as t:
+        t.update("attacker", t.rollout(0))  # a trained attacker, so the rewrites are not the base's
+        ro = t.rollout(2)
+        t.use("attacker")
+        cfg = t.cfg
+        again = rewrite(t.view, [s for _, s in ro["seeds"] for _ in range(cfg.group_size)], cfg.format,
+                        seed=cfg.seed * 1_000_003 + 2 * 2,
+                        settings=RewriteSettings(tokens=cfg.rewrite_tokens, temperature=cfg.temperature,
+                                                 top_p=cfg.top_p, batch_size=len(ro["rewrites"])))
+        assert again == ro["rewrites"]
+        assert t.peft().training  # sampling left the trained model in training mode
+
+
 def test_roles_alternate_and_switch_the_active_adapter(tiny, tmp_path):
     with _trainer(tiny, tmp_path) as t:
         assert [t.role_of_step(i) for i in range(4)] == ["attacker", "defender", "attacker", "defender"]

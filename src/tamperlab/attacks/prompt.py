@@ -93,18 +93,31 @@ def load_attacker(spec: str, what: str = "attacker") -> LoadedModel:
                        tokenizer=base.tokenizer, fingerprint=f"{base.fingerprint}+{info['key']}")
 
 
-def rewrite(attacker: LoadedModel, requests: list[str], fmt: str, seed: int,
-            settings: RewriteSettings = RewriteSettings()) -> list[str]:
-    """The attacker's sampled rewrite of each request (the self-play game's instruction)."""
+def sample_rewrites(attacker: LoadedModel, requests: list[str], fmt: str, seed: int,
+                    settings: RewriteSettings = RewriteSettings(), description: str = "prompt attack: rewriting"
+                    ) -> tuple[list[str], list[str]]:
+    """The attacker's sampled rewrites of each request (the self-play game's instruction): the raw
+    generated texts (what self-play trains the attacker on) and the cleaned rewrites (what a model is
+    asked). One implementation for the game's rollout, cross-play and the prompt attack."""
     from ..defenses.selfplay import ATTACK_TEMPLATE, clean_rewrite
     from ..generation import GenerationConfig, generate
 
-    with torch.no_grad():
+    model = attacker.model
+    was = model.training
+    model.eval()
+    with torch.random.fork_rng(devices=[]), torch.no_grad():
         raw = generate(attacker, [ATTACK_TEMPLATE.format(seed=s) for s in requests], fmt,
                        GenerationConfig(max_new_tokens=settings.tokens, do_sample=True, temperature=settings.temperature,
                                         top_p=settings.top_p, seed=seed, batch_size=settings.batch_size),
-                       description="prompt attack: rewriting")
-    return [clean_rewrite(t) or "(empty)" for t in raw]
+                       description=description)
+    model.train(was)
+    return raw, [clean_rewrite(t) or "(empty)" for t in raw]
+
+
+def rewrite(attacker: LoadedModel, requests: list[str], fmt: str, seed: int,
+            settings: RewriteSettings = RewriteSettings()) -> list[str]:
+    """The attacker's cleaned rewrite of each request."""
+    return sample_rewrites(attacker, requests, fmt, seed, settings)[1]
 
 
 _LOADED: dict[str, LoadedModel] = {}

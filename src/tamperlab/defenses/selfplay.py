@@ -29,6 +29,7 @@ from pathlib import Path
 
 import torch
 
+from ..attacks.prompt import RewriteSettings, sample_rewrites
 from ..data import get_split
 from ..models.loading import LoadedModel
 from ..training.adapters import (DEFAULT_TARGETS, AdapterScope, adapter_params, adapters_on, base_param_count,
@@ -233,10 +234,15 @@ class SelfPlayTrainer(AdapterScope):
 
         return (embed(a) * embed(b)).sum(-1).tolist()
 
+    @property
+    def view(self) -> LoadedModel:
+        """The trained model (whichever adapter is active) as a LoadedModel for generation."""
+        return LoadedModel(name=self.lm.name, source=self.lm.source, model=self.model, tokenizer=self.lm.tokenizer)
+
     def _generate(self, prompts: list[str], tokens: int, seed: int) -> list[str]:
         from ..generation import GenerationConfig, generate
 
-        view = LoadedModel(name=self.lm.name, source=self.lm.source, model=self.model, tokenizer=self.lm.tokenizer)
+        view = self.view
         was = self.model.training
         self.model.eval()
         with torch.random.fork_rng(devices=[]), torch.no_grad():
@@ -251,14 +257,16 @@ class SelfPlayTrainer(AdapterScope):
         cfg = self.cfg
         seeds = self.seed_batch(step)
         g = cfg.group_size
-        attack_prompts = [ATTACK_TEMPLATE.format(seed=s) for _, s in seeds for _ in range(g)]
-        self.use("attacker")
-        raw = self._generate(attack_prompts, cfg.rewrite_tokens, seed=cfg.seed * 1_000_003 + 2 * step)
-        rewrites = [clean_rewrite(t) or "(empty)" for t in raw]
-        self.use("defender")
-        answers = self._generate(rewrites, cfg.answer_tokens, seed=cfg.seed * 1_000_003 + 2 * step + 1)
         kinds = [k for k, _ in seeds for _ in range(g)]
         requests = [s for _, s in seeds for _ in range(g)]
+        attack_prompts = [ATTACK_TEMPLATE.format(seed=s) for s in requests]
+        self.use("attacker")
+        raw, rewrites = sample_rewrites(self.view, requests, cfg.format, seed=cfg.seed * 1_000_003 + 2 * step,
+                                        settings=RewriteSettings(tokens=cfg.rewrite_tokens, temperature=cfg.temperature,
+                                                                 top_p=cfg.top_p, batch_size=max(1, len(requests))),
+                                        description="self-play: rollout")
+        self.use("defender")
+        answers = self._generate(rewrites, cfg.answer_tokens, seed=cfg.seed * 1_000_003 + 2 * step + 1)
         harm_j, ref_j = self.judges
         harmful = [bool(j.harmful) for j in harm_j.judge(requests, answers)]
         refused = [bool(j.refused) for j in ref_j.judge(requests, answers)]  # both judges read the seed's request
