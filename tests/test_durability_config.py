@@ -22,10 +22,13 @@ def _load(tmp_path, text):
 
 
 def test_shipped_configs_validate():
-    for path in ("configs/durability/tiny.yaml", "configs/durability/smollm2-quick.yaml",
-                 "configs/durability/smollm2-full.yaml", "configs/comparison/smollm2.yaml",
-                 "configs/comparison/smollm2-v1.yaml"):
-        cfg = load_study(path)
+    from pathlib import Path
+
+    paths = sorted(p for d in ("durability", "comparison", "selfplay") for p in Path("configs", d).glob("*.yaml"))
+    assert len(paths) >= 7
+    for path in paths:
+        cfg = load_study(str(path))
+        cfg.validate()
         assert cfg.cells_expanded()
 
 

@@ -284,6 +284,16 @@ def test_the_trained_attacker_is_a_prompt_attack_in_evaluate(tiny, tmp_path, mon
     assert [r["attacked_prompt"] for r in rows] != [r["prompt"] for r in rows]  # the tiny attacker rewrote them
     with pytest.raises(ConfigError, match="prompt_attack"):
         EvalConfig(prompt_attack=f"rewriter:{tmp_path}").validate()
+    # a study's eval key names the attacker's training, not just its path: retrained in place, it is another attack
+    from tamperlab.durability import load_study
+
+    study = tmp_path / "study.yaml"
+    study.write_text(f"name: t\nmodels:\n  - {{name: base, model: tiny-llama, attack: false}}\nattack: {{data: harmful}}\n"
+                     f"seeds: 1\nsteps: [0, 2]\neval: {{suite: [harm], limit: 2, prompt_attack: 'rewriter:{sp}'}}\n")
+    key = load_study(study).eval_key()
+    info = json.loads((sp / "defense.json").read_text())
+    (sp / "defense.json").write_text(json.dumps({**info, "key": "retrained"}))
+    assert load_study(study).eval_key() != key
     with pytest.raises(ConfigError, match="unknown prompt attack"):
         EvalConfig(prompt_attack="nope").validate()
 

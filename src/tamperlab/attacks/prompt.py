@@ -28,6 +28,18 @@ class PromptAttack:
     where)`` refuses a bad argument when the config is validated, before any model is loaded."""
     run: Callable[[str | None, list[str], str, int], list[str]]
     check: Callable[[str | None, str], None] | None = None
+    identity: Callable[[str | None], str] | None = None  # what the argument stands for (e.g. a trained attacker's key)
+
+
+def prompt_attack_identity(spec: str | None) -> str | None:
+    """``spec`` plus what its argument stands for, so results keyed on it (a durability study's eval
+    key) change when an attacker directory is retrained in place; ``spec`` itself for attacks
+    without an identity."""
+    if not is_set(spec):
+        return spec
+    name, _, arg = spec.partition(":")
+    entry: PromptAttack = PROMPT_ATTACKS.get(name).obj
+    return spec if entry.identity is None else f"{spec}@{entry.identity(arg or None)}"
 
 
 def is_set(spec: str | None) -> bool:
@@ -138,5 +150,6 @@ def _rewriter(arg: str | None, prompts: list[str], fmt: str, seed: int) -> list[
     return rewrite(_LOADED[key], prompts, c.get("format", fmt), seed, settings)
 
 
-PROMPT_ATTACKS.register("rewriter", PromptAttack(run=_rewriter, check=lambda arg, where: attacker_adapter(arg, where)),
+PROMPT_ATTACKS.register("rewriter", PromptAttack(run=_rewriter, check=lambda arg, where: attacker_adapter(arg, where),
+                                                 identity=lambda arg: attacker_adapter(arg, "prompt_attack rewriter:")[1]["key"]),
                         help="rewriter:DIR: a self-play run's trained attacker rewrites each request")

@@ -147,10 +147,12 @@ class DurabilityConfig:
         d.pop("format")
         d.pop("seed")
         d.pop("use_cache")
-        from ..attacks.prompt import is_set
+        from ..attacks.prompt import is_set, prompt_attack_identity
 
         if not is_set(d.get("prompt_attack")):  # the default leaves the key (and the resume state) as it was
             d.pop("prompt_attack", None)
+        else:  # a rewriter retrained in place is another attack
+            d["prompt_attack"] = prompt_attack_identity(d["prompt_attack"])
         return stable_hash(d)[:12]
 
     def cells_expanded(self) -> list[Cell]:
