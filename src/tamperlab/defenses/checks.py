@@ -29,6 +29,9 @@ class BudgetFields:
     check_every: int = field(default=20, metadata={
         "help": "steps between dev checks of over-refusal and utility (0: no checks, keep the last step)"})
     check_overrefusal_n: int = field(default=24, metadata={"help": "borderline/dev prompts per check"})
+    check_contrast_n: int = field(default=0, metadata={
+        "help": "contrast/dev prompts per check (our own safe prompts in XSTest's categories, a second over-refusal "
+                "budget beside borderline/dev's; 0: borderline/dev only)"})
     check_utility_n: int = field(default=48, metadata={"help": "instructions/dev reference answers per check"})
     check_max_new_tokens: int = field(default=48, metadata={"help": "tokens generated per dev prompt"})
     check_judge: str = field(default="refusal-classifier", metadata={
@@ -46,6 +49,8 @@ class BudgetFields:
         for name in ("check_overrefusal_n", "check_utility_n", "check_max_new_tokens"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"field {name!r}: must be >= 1, got {getattr(self, name)}")
+        if self.check_contrast_n < 0:
+            raise ConfigError(f"field 'check_contrast_n': must be >= 0, got {self.check_contrast_n}")
         for name in ("budget_overrefusal", "budget_nll"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"field {name!r}: must be >= 0, got {getattr(self, name)}")
@@ -63,6 +68,8 @@ class DevChecker:
         self.lm, self.cfg, self.fmt = lm, cfg, fmt
         self.dir = Path(work) / "checks"
         self.prompts = [r["prompt"] for r in get_split("borderline/dev")[: cfg.check_overrefusal_n]]
+        n_contrast = getattr(cfg, "check_contrast_n", 0)
+        self.contrast = [r["prompt"] for r in get_split("contrast/dev")[:n_contrast]] if n_contrast else []
         rows, _ = fitting(lm, get_split("instructions/dev"), fmt)  # prompts that fit, as the eval suite
         self.utility = [SFTExample(r["id"], r["prompt"], r["completion"]) for r in rows[: cfg.check_utility_n]]
         self._judge = None
@@ -80,17 +87,22 @@ class DevChecker:
         from ..generation import GenerationConfig, generate
 
         view = LoadedModel(name=self.lm.name, source=self.lm.source, model=model, tokenizer=self.lm.tokenizer)
+        prompts = self.prompts + self.contrast  # one generation pass; the two splits are budgeted apart
         was = model.training
         model.eval()
         with torch.random.fork_rng(devices=[]), torch.no_grad():
-            answers = generate(view, self.prompts, self.fmt,
+            answers = generate(view, prompts, self.fmt,
                                GenerationConfig(max_new_tokens=self.cfg.check_max_new_tokens),
                                description="dev check: generating")
         model.train(was)
-        refused = [j.refused for j in self.judge.judge(self.prompts, answers)]
-        return {"overrefusal": sum(bool(r) for r in refused) / len(refused),
-                "utility_nll": utility_nll(model, self.lm, self.utility, self.fmt), "n_overrefusal": len(refused),
-                "n_utility": len(self.utility)}
+        refused = [bool(j.refused) for j in self.judge.judge(prompts, answers)]
+        main, contrast = refused[: len(self.prompts)], refused[len(self.prompts):]
+        row = {"overrefusal": sum(main) / len(main),
+               "utility_nll": utility_nll(model, self.lm, self.utility, self.fmt), "n_overrefusal": len(main),
+               "n_utility": len(self.utility)}
+        if contrast:
+            row.update(overrefusal_contrast=sum(contrast) / len(contrast), n_contrast=len(contrast))
+        return row
 
     def check(self, step: int, model, engine: Engine) -> dict:
         """Measure at ``step`` (0: the undefended model), log it, snapshot the trainable weights."""
@@ -110,8 +122,9 @@ class DevChecker:
                          for r in map(json.loads, log_path.read_text().splitlines()) if r.get("phase") == "check"]
 
     def within(self, row: dict) -> bool:
-        base = self.base
-        return (row["overrefusal"] <= base["overrefusal"] + self.cfg.budget_overrefusal + 1e-12
+        base, b = self.base, self.cfg.budget_overrefusal + 1e-12
+        contrast = "overrefusal_contrast" not in base or row["overrefusal_contrast"] <= base["overrefusal_contrast"] + b
+        return (row["overrefusal"] <= base["overrefusal"] + b and contrast
                 and row["utility_nll"] <= base["utility_nll"] * (1 + self.cfg.budget_nll) + 1e-12)
 
     @property
@@ -129,11 +142,14 @@ class DevChecker:
             with torch.no_grad():
                 for n, t in weights.items():
                     params[n].copy_(t.to(params[n].device))
+        budget = {"overrefusal": f"<= {self.base['overrefusal']:.3f} + {self.cfg.budget_overrefusal}",
+                  "utility_nll": f"<= {self.base['utility_nll']:.4f} x (1 + {self.cfg.budget_nll})",
+                  "judge": self.cfg.check_judge, "splits": ["borderline/dev", "instructions/dev"]}
+        if "overrefusal_contrast" in self.base:
+            budget["overrefusal_contrast"] = f"<= {self.base['overrefusal_contrast']:.3f} + {self.cfg.budget_overrefusal}"
+            budget["splits"].insert(1, "contrast/dev")
         return {"checks": self.rows, "selected_step": chosen["step"] if chosen else last_step,
-                "within_budget": chosen is not None,
-                "budget": {"overrefusal": f"<= {self.base['overrefusal']:.3f} + {self.cfg.budget_overrefusal}",
-                           "utility_nll": f"<= {self.base['utility_nll']:.4f} x (1 + {self.cfg.budget_nll})",
-                           "judge": self.cfg.check_judge, "splits": ["borderline/dev", "instructions/dev"]}}
+                "within_budget": chosen is not None, "budget": budget}
 
 
 def checked_run(engine: Engine, checker: DevChecker | None, model, every: int, total: int, step_fn,
