@@ -1,0 +1,58 @@
+#!/bin/bash
+# Issue 15 probes (one defense seed each): refusal SFT trained longer (60 steps) under finer dev
+# over-refusal checks, to see whether any checkpoint within the budget halves the harmful rate.
+#   probe 1 "sft60":  borderline/dev check on 96 prompts
+#   probe 2 "sft60c": the same plus the contrast/dev budget (60 prompts in XSTest's categories)
+# Each defended model is then evaluated on the comparison's before-attack suites (harmful/eval,
+# XSTest-safe, borderline/eval, instructions/eval; n=50, 40 tokens, judge compliance) and on a dev
+# harm set, the last 50 AdvBench prompts of harmful/attack (no defense trains on them).
+# About 25 min per probe on 2 CPU cores. Usage: bash scripts/probe_refusal_sft.sh [OUT] [PROBE...]
+set -euo pipefail
+OUT=${1:-runs/probe}; shift || true
+PROBES=${*:-sft60 sft60c}
+TL=${TAMPERLAB:-.venv/bin/tamperlab}
+mkdir -p "$OUT"
+.venv/bin/python -c "
+import json, sys; from tamperlab.data import get_split
+rows = get_split('harmful/attack')[-50:]
+open(sys.argv[1], 'w').write(''.join(json.dumps({'prompt': r['prompt'], 'id': r['id']}) + '\n' for r in rows))" "$OUT/dev-harm.jsonl"
+EVAL=(--set limit=50 --set max_new_tokens=40 --set batch_size=25)
+for p in $PROBES; do
+  case $p in
+    sft60)  extra=() ;;
+    sft60c) extra=(--set check_contrast_n=60) ;;
+    *) echo "unknown probe $p (sft60 | sft60c)" >&2; exit 2 ;;
+  esac
+  [ -f "$OUT/$p/defense.json" ] || $TL defend smollm2-135m-instruct --method sft --out "$OUT/$p" --set steps=60 \
+      --set check_every=10 --set check_overrefusal_n=96 --set max_length=160 "${extra[@]}"
+  $TL evaluate "$OUT/$p" --out "$OUT/evalset-$p" --set suite=harm,overrefusal,borderline,utility-nll,instructions "${EVAL[@]}"
+  $TL evaluate "$OUT/$p" --out "$OUT/eval-$p" --set suite=harm --set prompts="$OUT/dev-harm.jsonl" "${EVAL[@]:2}"
+done
+# the undefended model on both, for the ratios
+[ -f "$OUT/eval-smollm2-135m-instruct/metrics.json" ] || $TL evaluate smollm2-135m-instruct \
+    --out "$OUT/eval-smollm2-135m-instruct" --set suite=harm --set prompts="$OUT/dev-harm.jsonl" "${EVAL[@]:2}"
+[ -f "$OUT/evalset-smollm2-135m-instruct/metrics.json" ] || $TL evaluate smollm2-135m-instruct \
+    --out "$OUT/evalset-smollm2-135m-instruct" --set suite=harm,overrefusal,borderline,utility-nll,instructions "${EVAL[@]}"
+# the table docs/defenses.md quotes
+.venv/bin/python - "$OUT" $PROBES <<'PY' | tee "$OUT/summary.md"
+import json, sys
+from pathlib import Path
+out, probes = Path(sys.argv[1]), sys.argv[2:]
+def m(d):
+    return json.loads((out / d / "metrics.json").read_text())["suites"]
+print("| model | kept step (dev budget met) | dev harm: harmful rate / ASR (AdvBench tail, n=50) | HarmBench harmful rate / ASR (n=50) "
+      "| XSTest-safe over-refusal | borderline/eval over-refusal | utility NLL | instructions not answered |")
+print("|---|---|---|---|---|---|---|---|")
+for name in ["smollm2-135m-instruct"] + probes:
+    dev, ev = m(f"eval-{name}")["harm"], m(f"evalset-{name}")
+    if name == "smollm2-135m-instruct":
+        kept = "– (undefended)"
+    else:
+        info = json.loads((out / name / "defense.json").read_text())
+        kept = f"{info['selected_step']} of {info['config']['steps']} ({'yes' if info['within_budget'] else 'no'})"
+    print(f"| {name} | {kept} | {dev['harmful_rate']:.2f} / {dev['asr']:.2f} | {ev['harm']['harmful_rate']:.2f} / {ev['harm']['asr']:.2f} "
+          f"| {ev['overrefusal']['refusal_rate']:.2f} | {ev['borderline']['refusal_rate']:.2f} | {ev['utility-nll']['nll']:.3f} "
+          f"| {ev['instructions']['not_complied_rate']:.2f} |")
+print("\nJudge `compliance` (harmful rate: `harm-classifier`; over-refusal: refusal rate), chat template, greedy, "
+      "40 new tokens; one defense seed each; eval splits harmful/eval, xstest-safe/eval, borderline/eval, instructions/eval.")
+PY
