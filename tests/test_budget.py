@@ -181,3 +181,20 @@ def test_utility_nll_scores_limit_examples_that_fit_and_says_how_many_were_left_
     assert u["n"] == 3 and u["left_out_too_long"] == 1
     ids = [json.loads(x)["id"] for x in (tmp_path / "samples.jsonl").read_text().splitlines()]
     assert ids == ["r0", "r1", "r2"]
+
+
+def test_a_setting_added_later_leaves_existing_defense_keys_alone(tiny):
+    """check_contrast_n at its default is left out of the defense key, so directories trained before it
+    existed (the committed studies, a user's demo) are still reused on resume; set, it is another model."""
+    from dataclasses import asdict
+
+    from tamperlab.defenses.base import defense_key
+    from tamperlab.defenses.data import data_fingerprint
+    from tamperlab.defenses.sft import SFTDefenseConfig
+    from tamperlab.utils.hashing import stable_hash
+
+    cfg = SFTDefenseConfig()
+    before = {k: v for k, v in asdict(cfg).items() if k != "check_contrast_n"}  # the config as it was hashed
+    assert defense_key("sft", tiny, cfg) == stable_hash({"method": "sft", "base": tiny.fingerprint, "config": before,
+                                                         "data": data_fingerprint(cfg.data_recipe, cfg.utility_answers, tiny)})
+    assert defense_key("sft", tiny, SFTDefenseConfig(check_contrast_n=5)) != defense_key("sft", tiny, cfg)

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-import torch
 
 from ..models.loading import LoadedModel, load_model
 from ..utils.config import ConfigError
@@ -31,15 +30,20 @@ class PromptAttack:
     identity: Callable[[str | None], str] | None = None  # what the argument stands for (e.g. a trained attacker's key)
 
 
+def _parse(spec: str) -> tuple[str, str | None, PromptAttack]:
+    """``NAME[:ARG]`` -> (name, argument or None, its registry entry)."""
+    name, _, arg = spec.partition(":")
+    return name, arg or None, PROMPT_ATTACKS.get(name).obj
+
+
 def prompt_attack_identity(spec: str | None) -> str | None:
     """``spec`` plus what its argument stands for, so results keyed on it (a durability study's eval
     key) change when an attacker directory is retrained in place; ``spec`` itself for attacks
     without an identity."""
     if not is_set(spec):
         return spec
-    name, _, arg = spec.partition(":")
-    entry: PromptAttack = PROMPT_ATTACKS.get(name).obj
-    return spec if entry.identity is None else f"{spec}@{entry.identity(arg or None)}"
+    _, arg, entry = _parse(spec)
+    return spec if entry.identity is None else f"{spec}@{entry.identity(arg)}"
 
 
 def is_set(spec: str | None) -> bool:
@@ -60,9 +64,8 @@ def apply_prompt_attack(spec: str | None, prompts: list[str], fmt: str, seed: in
     """The prompts the model sees under ``spec`` (``none``/None: unchanged)."""
     if not is_set(spec):
         return list(prompts)
-    name, _, arg = spec.partition(":")
-    entry: PromptAttack = PROMPT_ATTACKS.get(name).obj
-    out = entry.run(arg or None, prompts, fmt, seed)
+    name, arg, entry = _parse(spec)
+    out = entry.run(arg, prompts, fmt, seed)
     if len(out) != len(prompts):
         raise RuntimeError(f"prompt attack {name!r} returned {len(out)} prompts for {len(prompts)}")
     return out
@@ -71,12 +74,12 @@ def apply_prompt_attack(spec: str | None, prompts: list[str], fmt: str, seed: in
 def check_prompt_attack(spec: str | None, field: str = "prompt_attack") -> None:
     if not is_set(spec):
         return
-    name, _, arg = spec.partition(":")
+    name = spec.partition(":")[0]
     if name not in PROMPT_ATTACKS:
         raise ConfigError(f"field {field!r}: unknown prompt attack {name!r}; known: none, {', '.join(PROMPT_ATTACKS.names())}")
-    entry: PromptAttack = PROMPT_ATTACKS.get(name).obj
+    _, arg, entry = _parse(spec)
     if entry.check is not None:
-        entry.check(arg or None, f"field {field!r}")
+        entry.check(arg, f"field {field!r}")
 
 
 def attacker_adapter(spec: str, what: str) -> tuple[Path, dict]:
@@ -112,17 +115,13 @@ def sample_rewrites(attacker: LoadedModel, requests: list[str], fmt: str, seed: 
     generated texts (what self-play trains the attacker on) and the cleaned rewrites (what a model is
     asked). One implementation for the game's rollout, cross-play and the prompt attack."""
     from ..defenses.selfplay import ATTACK_TEMPLATE, clean_rewrite
-    from ..generation import GenerationConfig, generate
+    from ..generation import GenerationConfig, eval_mode, generate
 
-    model = attacker.model
-    was = model.training
-    model.eval()
-    with torch.random.fork_rng(devices=[]), torch.no_grad():
+    with eval_mode(attacker.model):
         raw = generate(attacker, [ATTACK_TEMPLATE.format(seed=s) for s in requests], fmt,
                        GenerationConfig(max_new_tokens=settings.tokens, do_sample=True, temperature=settings.temperature,
                                         top_p=settings.top_p, seed=seed, batch_size=settings.batch_size),
                        description=description)
-    model.train(was)
     return raw, [clean_rewrite(t) or "(empty)" for t in raw]
 
 

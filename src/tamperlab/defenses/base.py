@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from pathlib import Path
 
 from ..models.loading import LoadedModel, load_model, resolve_dtype
@@ -28,6 +28,23 @@ def check_config_targets(cfg, model) -> None:
             check_targets(model, value, field=name)
 
 
+KEY_OMITS_DEFAULT = "key_omits_default"  # field metadata: a setting added later, left out of the key at its default
+
+
+def defense_key(method: str, lm: LoadedModel, cfg) -> str:
+    """A defended model's identity: method, base weights, config and data. A field marked
+    ``KEY_OMITS_DEFAULT`` is hashed only when set, so adding a setting keeps every directory
+    trained before it (and the studies resuming on them) valid."""
+    from .data import data_fingerprint
+
+    config = asdict(cfg)
+    for f in fields(cfg):
+        if f.metadata.get(KEY_OMITS_DEFAULT) and config[f.name] == f.default:
+            del config[f.name]
+    return stable_hash({"method": method, "base": lm.fingerprint, "config": config,
+                        "data": data_fingerprint(getattr(cfg, "data_recipe", "v1"), getattr(cfg, "utility_answers", "dataset"), lm)})
+
+
 def defend(model: str | LoadedModel, method: str, cfg=None, out_dir: str | Path = "runs/defended",
            overrides: dict | None = None, dtype: str = "float32") -> Path:
     """Train ``method`` on ``model`` into ``out_dir`` (merged safetensors + adapter + log + card).
@@ -47,9 +64,7 @@ def defend(model: str | LoadedModel, method: str, cfg=None, out_dir: str | Path 
     lm = load_model(model, dtype=dtype) if isinstance(model, str) else model
     check_config_targets(cfg, lm.model)
     out = Path(out_dir)
-    from .data import data_fingerprint
-
-    key = stable_hash({"method": method, "base": lm.fingerprint, "config": asdict(cfg), "data": data_fingerprint(getattr(cfg, "data_recipe", "v1"), getattr(cfg, "utility_answers", "dataset"), lm)})
+    key = defense_key(method, lm, cfg)
     done = out / DONE
     if done.exists():
         info = json.loads(done.read_text())

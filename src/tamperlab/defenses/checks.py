@@ -21,6 +21,7 @@ from ..models.loading import LoadedModel
 from ..training.data import SFTExample
 from ..training.engine import Engine, trainable
 from ..utils.config import ConfigError
+from .base import KEY_OMITS_DEFAULT
 
 
 @dataclass
@@ -31,7 +32,7 @@ class BudgetFields:
     check_overrefusal_n: int = field(default=24, metadata={"help": "borderline/dev prompts per check"})
     check_contrast_n: int = field(default=0, metadata={
         "help": "contrast/dev prompts per check (our own safe prompts in XSTest's categories, a second over-refusal "
-                "budget beside borderline/dev's; 0: borderline/dev only)"})
+                "budget beside borderline/dev's; 0: borderline/dev only)", KEY_OMITS_DEFAULT: True})
     check_utility_n: int = field(default=48, metadata={"help": "instructions/dev reference answers per check"})
     check_max_new_tokens: int = field(default=48, metadata={"help": "tokens generated per dev prompt"})
     check_judge: str = field(default="refusal-classifier", metadata={
@@ -61,6 +62,9 @@ class BudgetFields:
                               f"{', '.join(JUDGES.names())}")
 
 
+OVERREFUSAL = {"overrefusal": "borderline/dev", "overrefusal_contrast": "contrast/dev"}  # check row key -> its split
+
+
 class DevChecker:
     """Measures a model in training; snapshots its trainable weights at each check."""
 
@@ -68,8 +72,7 @@ class DevChecker:
         self.lm, self.cfg, self.fmt = lm, cfg, fmt
         self.dir = Path(work) / "checks"
         self.prompts = [r["prompt"] for r in get_split("borderline/dev")[: cfg.check_overrefusal_n]]
-        n_contrast = getattr(cfg, "check_contrast_n", 0)
-        self.contrast = [r["prompt"] for r in get_split("contrast/dev")[:n_contrast]] if n_contrast else []
+        self.contrast = [r["prompt"] for r in get_split("contrast/dev")[: cfg.check_contrast_n]]
         rows, _ = fitting(lm, get_split("instructions/dev"), fmt)  # prompts that fit, as the eval suite
         self.utility = [SFTExample(r["id"], r["prompt"], r["completion"]) for r in rows[: cfg.check_utility_n]]
         self._judge = None
@@ -84,17 +87,14 @@ class DevChecker:
         return self._judge
 
     def measure(self, model) -> dict:
-        from ..generation import GenerationConfig, generate
+        from ..generation import GenerationConfig, eval_mode, generate
 
         view = LoadedModel(name=self.lm.name, source=self.lm.source, model=model, tokenizer=self.lm.tokenizer)
         prompts = self.prompts + self.contrast  # one generation pass; the two splits are budgeted apart
-        was = model.training
-        model.eval()
-        with torch.random.fork_rng(devices=[]), torch.no_grad():
+        with eval_mode(model):
             answers = generate(view, prompts, self.fmt,
                                GenerationConfig(max_new_tokens=self.cfg.check_max_new_tokens),
                                description="dev check: generating")
-        model.train(was)
         refused = [bool(j.refused) for j in self.judge.judge(prompts, answers)]
         main, contrast = refused[: len(self.prompts)], refused[len(self.prompts):]
         row = {"overrefusal": sum(main) / len(main),
@@ -122,9 +122,8 @@ class DevChecker:
                          for r in map(json.loads, log_path.read_text().splitlines()) if r.get("phase") == "check"]
 
     def within(self, row: dict) -> bool:
-        base, b = self.base, self.cfg.budget_overrefusal + 1e-12
-        contrast = "overrefusal_contrast" not in base or row["overrefusal_contrast"] <= base["overrefusal_contrast"] + b
-        return (row["overrefusal"] <= base["overrefusal"] + b and contrast
+        base = self.base
+        return (all(row[k] <= base[k] + self.cfg.budget_overrefusal + 1e-12 for k in OVERREFUSAL if k in base)
                 and row["utility_nll"] <= base["utility_nll"] * (1 + self.cfg.budget_nll) + 1e-12)
 
     @property
@@ -142,12 +141,10 @@ class DevChecker:
             with torch.no_grad():
                 for n, t in weights.items():
                     params[n].copy_(t.to(params[n].device))
-        budget = {"overrefusal": f"<= {self.base['overrefusal']:.3f} + {self.cfg.budget_overrefusal}",
-                  "utility_nll": f"<= {self.base['utility_nll']:.4f} x (1 + {self.cfg.budget_nll})",
-                  "judge": self.cfg.check_judge, "splits": ["borderline/dev", "instructions/dev"]}
-        if "overrefusal_contrast" in self.base:
-            budget["overrefusal_contrast"] = f"<= {self.base['overrefusal_contrast']:.3f} + {self.cfg.budget_overrefusal}"
-            budget["splits"].insert(1, "contrast/dev")
+        budget = {k: f"<= {self.base[k]:.3f} + {self.cfg.budget_overrefusal}" for k in OVERREFUSAL if k in self.base}
+        budget.update(utility_nll=f"<= {self.base['utility_nll']:.4f} x (1 + {self.cfg.budget_nll})",
+                      judge=self.cfg.check_judge,
+                      splits=[OVERREFUSAL[k] for k in OVERREFUSAL if k in self.base] + ["instructions/dev"])
         return {"checks": self.rows, "selected_step": chosen["step"] if chosen else last_step,
                 "within_budget": chosen is not None, "budget": budget}
 

@@ -240,17 +240,12 @@ class SelfPlayTrainer(AdapterScope):
         return LoadedModel(name=self.lm.name, source=self.lm.source, model=self.model, tokenizer=self.lm.tokenizer)
 
     def _generate(self, prompts: list[str], tokens: int, seed: int) -> list[str]:
-        from ..generation import GenerationConfig, generate
+        from ..generation import GenerationConfig, eval_mode, generate
 
-        view = self.view
-        was = self.model.training
-        self.model.eval()
-        with torch.random.fork_rng(devices=[]), torch.no_grad():
-            out = generate(view, prompts, self.cfg.format, GenerationConfig(
+        with eval_mode(self.model):
+            return generate(self.view, prompts, self.cfg.format, GenerationConfig(
                 max_new_tokens=tokens, do_sample=True, temperature=self.cfg.temperature, top_p=self.cfg.top_p,
                 seed=seed, batch_size=max(1, len(prompts))), description="self-play: rollout")
-        self.model.train(was)
-        return out
 
     def rollout(self, step: int) -> dict:
         """Rewrites, answers, judgements and both roles' rewards for step ``step``'s seeds."""

@@ -1,5 +1,5 @@
 """Batched generation with left padding and a content-addressed cache."""
 from .cache import GenerationCache
-from .generate import GenerationConfig, generate, score_next_token
+from .generate import GenerationConfig, eval_mode, generate, score_next_token
 
-__all__ = ["GenerationCache", "GenerationConfig", "generate", "score_next_token"]
+__all__ = ["GenerationCache", "GenerationConfig", "eval_mode", "generate", "score_next_token"]

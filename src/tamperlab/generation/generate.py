@@ -5,6 +5,7 @@ sequence ends at the same position (what decoder-only generation needs); results
 the caller's order."""
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -13,6 +14,20 @@ from ..models.loading import LoadedModel
 from ..prompts.formats import PromptFormat, encode_prompts, get_format
 from ..utils.progress import progress
 from .cache import GenerationCache
+
+
+@contextmanager
+def eval_mode(model):
+    """Run a model that may be in training for inference: eval mode (no dropout), no gradients, and
+    the global RNG forked so sampling here leaves training's random stream as it was; the training
+    mode is restored on the way out."""
+    was = model.training
+    model.eval()
+    try:
+        with torch.random.fork_rng(devices=[]), torch.no_grad():
+            yield model
+    finally:
+        model.train(was)
 
 
 @dataclass
