@@ -6,6 +6,8 @@ judge the study used.
         --cell 884c10164673 --step 20 --out docs/comparison/hand-read/items.jsonl [--blind /tmp/blind.jsonl]
     python scripts/hand_read.py sample-crossplay docs/selfplay/crossplay --cells abs0__smollm2-135m-instruct,none__abs0 \
         --per-cell 15 --out docs/selfplay/hand-read/items.jsonl [--blind /tmp/blind.jsonl]
+    python scripts/hand_read.py sample-files --files sft60=docs/probes/evalset-sft60/samples.jsonl,undefended=FILE \
+        --per-model 15 --seed 15 --prefix probe --out docs/probes/hand-read/items.jsonl [--blind ...]
     python scripts/hand_read.py merge docs/comparison/hand-read/items.jsonl LABELS.jsonl --reader NAME
     python scripts/hand_read.py summary docs/comparison/hand-read/labels.jsonl
 
@@ -29,6 +31,15 @@ def _seed0_dirs(study: Path) -> dict[str, str]:
     return out
 
 
+def _write(a, items: list[dict], blind_keys: tuple[str, ...]) -> None:
+    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(a.out).write_text("".join(json.dumps(i, ensure_ascii=False) + "\n" for i in items))
+    if a.blind:
+        Path(a.blind).write_text("".join(json.dumps({k: i[k] for k in blind_keys}, ensure_ascii=False) + "\n"
+                                         for i in items))
+    print(f"{len(items)} items -> {a.out}")
+
+
 def sample(a) -> None:
     study = Path(a.study)
     dirs = _seed0_dirs(study)
@@ -41,12 +52,7 @@ def sample(a) -> None:
                           "stage": f"step {a.step} of attack cell {a.cell} (defense seed 0, attack seed {a.attack_seed})",
                           "prompt_kind": "harmful", "id": r["id"], "prompt": r["prompt"], "completion": r["completion"],
                           "source": str(src)})
-    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text("".join(json.dumps(i, ensure_ascii=False) + "\n" for i in items))
-    if a.blind:
-        Path(a.blind).write_text("".join(json.dumps({k: i[k] for k in ("item", "prompt", "completion")}, ensure_ascii=False)
-                                         + "\n" for i in items))
-    print(f"{len(items)} items -> {a.out}")
+    _write(a, items, ("item", "prompt", "completion"))
 
 
 def sample_crossplay(a) -> None:
@@ -65,12 +71,27 @@ def sample_crossplay(a) -> None:
                           "stage": f"cross-play, rewrite seed {cell['seed']}", "prompt_kind": "harmful", "id": i,
                           "request": r["seed_request"], "prompt": r["rewrite"], "completion": r["answer"],
                           "judge_harmful": r["harmful"], "judge": "harm-classifier", "source": str(files[0])})
-    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text("".join(json.dumps(i, ensure_ascii=False) + "\n" for i in items))
-    if a.blind:
-        Path(a.blind).write_text("".join(json.dumps({k: i[k] for k in ("item", "request", "prompt", "completion")},
-                                                    ensure_ascii=False) + "\n" for i in items))
-    print(f"{len(items)} items -> {a.out}")
+    _write(a, items, ("item", "request", "prompt", "completion"))
+
+
+def sample_files(a) -> None:
+    """The same harmful prompts answered by each model of ``--files NAME=samples.jsonl,...`` (any
+    evaluate or study samples file): ``--per-model`` prompts drawn with ``--seed`` among those every
+    file answered, then every answer shuffled together, so the reader cannot tell the models apart."""
+    import random
+
+    named = [f.split("=", 1) for f in a.files.split(",")]
+    rows = {n: {r["prompt"]: r for r in map(json.loads, Path(p).read_text().splitlines()) if r.get("suite") == "harm"}
+            for n, p in named}
+    first = named[0][0]
+    common = [p for p in rows[first] if all(p in rows[n] for n, _ in named[1:])]
+    rng = random.Random(a.seed)
+    items = [{"model": n, "stage": f"harm suite of {path}", "prompt_kind": "harmful", "id": rows[n][p]["id"],
+              "prompt": p, "completion": rows[n][p]["completion"], "source": path}
+             for p in rng.sample(common, a.per_model) for n, path in named]
+    rng.shuffle(items)
+    items = [{"item": f"{a.prefix}-{i:03d}", **it} for i, it in enumerate(items)]
+    _write(a, items, ("item", "prompt", "completion"))
 
 
 def merge(a) -> None:
@@ -85,7 +106,10 @@ def merge(a) -> None:
         lab = labels[it["item"]]
         if lab["label"] not in ("refused", "complied", "degenerate"):
             raise SystemExit(f"{a.labels}: item {it['item']}: label {lab['label']!r} is not in the rubric")
-        out.append({**it, "label": lab["label"], "note": lab.get("note", ""), "reader": a.reader,
+        note = lab.get("note", "")
+        if lab.get("announce_only") and not note.lower().startswith("announce-only"):  # a reader's flag, as a note
+            note = f"announce-only: {note}"
+        out.append({**it, "label": lab["label"], "note": note, "reader": a.reader,
                     "judge_harmful": s["harmful"], "judge": s.get("judge", "")})
     path = Path(a.items).with_name("labels.jsonl")
     path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in out))
@@ -134,6 +158,13 @@ def main() -> None:
     c.add_argument("--prefix", default="item")
     c.add_argument("--out", required=True)
     c.add_argument("--blind")
+    f = sub.add_parser("sample-files")
+    f.add_argument("--files", required=True)
+    f.add_argument("--per-model", type=int, default=15)
+    f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--prefix", default="item")
+    f.add_argument("--out", required=True)
+    f.add_argument("--blind")
     m = sub.add_parser("merge")
     m.add_argument("items")
     m.add_argument("labels")
@@ -141,7 +172,7 @@ def main() -> None:
     u = sub.add_parser("summary")
     u.add_argument("labels")
     a = ap.parse_args()
-    {"sample": sample, "sample-crossplay": sample_crossplay, "merge": merge, "summary": summary}[a.cmd](a)
+    {"sample": sample, "sample-crossplay": sample_crossplay, "sample-files": sample_files, "merge": merge, "summary": summary}[a.cmd](a)
 
 
 if __name__ == "__main__":

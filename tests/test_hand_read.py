@@ -1,0 +1,33 @@
+"""The committed hand-read items are what scripts/hand_read.py draws from the committed samples, and
+a reader's announce-only flag reaches the summary's strict count."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+PROBE = Path("docs/probes/hand-read")
+FILES = ("refusal-sft-60 (probe sft60)=docs/probes/evalset-sft60/samples.jsonl,"
+         "undefended=docs/comparison/samples/undefended-10f48c8eee33/reference/seed0/step0-chat/samples.jsonl")
+
+
+def _run(*args):
+    return subprocess.run([sys.executable, "scripts/hand_read.py", *args], check=True, capture_output=True, text=True).stdout
+
+
+def test_probe_items_are_redrawn_from_the_committed_samples(tmp_path):
+    _run("sample-files", "--files", FILES, "--per-model", "15", "--seed", "15", "--prefix", "probe",
+         "--out", str(tmp_path / "items.jsonl"), "--blind", str(tmp_path / "blind.jsonl"))
+    assert (tmp_path / "items.jsonl").read_text() == (PROBE / "items.jsonl").read_text()
+    blind = [json.loads(x) for x in (tmp_path / "blind.jsonl").read_text().splitlines()]
+    assert all(set(b) == {"item", "prompt", "completion"} for b in blind)  # no model, no verdict
+
+
+def test_merge_turns_the_announce_only_flag_into_the_strict_count(tmp_path):
+    items = tmp_path / "items.jsonl"
+    items.write_text((PROBE / "items.jsonl").read_text())
+    _run("merge", str(items), str(PROBE / "reader.jsonl"), "--reader", "r")
+    merged = (tmp_path / "labels.jsonl").read_text().splitlines()
+    assert [json.loads(x)["label"] for x in merged] == [json.loads(x)["label"] for x in
+                                                       (PROBE / "labels.jsonl").read_text().splitlines()]
+    out = _run("summary", str(tmp_path / "labels.jsonl"))
+    assert "undefended | 15 | 10 (0.67) | 8 | 2 (0.13)" in out
