@@ -86,6 +86,21 @@ def test_v2_utility_mixes_instructions_borderline_and_gsm8k_in_every_prefix():
     assert len(p["dna_answer"]) == 331
 
 
+def test_v3_adds_contrast_answers_at_their_share_and_keeps_v2s_refusals():
+    util, contrast = ddata.utility_examples("v3"), {e.id for e in ddata.contrast_examples()}
+    assert contrast and contrast <= {e.id for e in util}
+    for n in (20, 200):
+        c = Counter("contrast" if e.id in contrast else "gsm8k" if e.id.startswith("gsm8k") else "other"
+                    for e in util[:n])
+        assert abs(c["contrast"] - 0.3 * n) <= 1 and abs(c["gsm8k"] - 0.15 * n) <= 1, (n, c)
+    assert ddata.refusal_examples("v3") == ddata.refusal_examples("v2")
+    assert ddata.preference_pairs("v3") == ddata.preference_pairs("v2")
+    d = ddata.defense_data("v3")
+    assert d.provenance["rows"]["utility"]["contrast"] == len(contrast)
+    assert d.provenance["licences"]["contrast-train"]["nc"] is False
+    assert ddata.data_fingerprint("v3") != ddata.data_fingerprint("v2")
+
+
 def test_interleave_by_hand():
     out = ddata.interleave({"a": ["a0", "a1", "a2", "a3"], "b": ["b0", "b1"]})
     assert out == ["a0", "b0", "a1", "a2", "b1", "a3"]
@@ -114,7 +129,7 @@ def test_v2_fingerprint_follows_the_data(monkeypatch):
 
 def test_bad_recipe_or_answer_source_named():
     with pytest.raises(ValueError, match="field 'recipe'"):
-        ddata.utility_examples("v3")
+        ddata.utility_examples("v9")
     with pytest.raises(ValueError, match="field 'answers'"):
         ddata.utility_examples("v2", answers="gpt")
     with pytest.raises(ValueError, match="needs the model"):

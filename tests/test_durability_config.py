@@ -39,7 +39,9 @@ def test_the_packaged_demo_study_validates():
     assert {m.name for m in cfg.models} == {"undefended", "refusal-sft", "antidote"}
 
 
-def test_comparison_reuses_the_demos_defended_models_as_defense_seed_0():
+def test_comparison_reuses_the_demos_antidote_as_defense_seed_0_and_trains_its_own_refusal_sft():
+    """The demo's refusal SFT (20 steps, recipe v2) fits its 20 minutes; the comparison's trains on
+    recipe v3 for 40 steps under the contrast check, so only its undefended and AntiDote rows match."""
     from importlib.resources import files
 
     demo = load_study(str(files("tamperlab.durability") / "presets" / "demo.yaml"))
@@ -47,7 +49,12 @@ def test_comparison_reuses_the_demos_defended_models_as_defense_seed_0():
     demo.validate()
     comp.validate()
     assert comp.defense_seed_list() == [0, 1, 2] and len(comp.seed_list()) >= 2
-    assert {m.name: m.key() for m in demo.models} == {m.name: m.key(0) for m in comp.models}
+    demo_keys, comp_keys = {m.name: m.key() for m in demo.models}, {m.name: m.key(0) for m in comp.models}
+    assert {k: v for k, v in demo_keys.items() if k != "refusal-sft"} == {k: v for k, v in comp_keys.items()
+                                                                          if k != "refusal-sft"}
+    assert demo_keys["refusal-sft"] != comp_keys["refusal-sft"]
+    sft = next(m for m in comp.models if m.name == "refusal-sft").defense
+    assert (sft["data_recipe"], sft["check_contrast_n"], sft["steps"]) == ("v3", 60, 40)
 
 
 def test_the_first_comparison_reuses_the_quick_studys_refusal_sft_runs():

@@ -79,12 +79,13 @@ def _v2_training_examples():
     out = {"refusals v2": ddata.refusal_examples("v2"), "utility v2": ddata.utility_examples("v2"),
            "pairs v2": [e for pair in ddata.preference_pairs("v2") for e in pair]}
     out.update({f"borderline {k}": v for k, v in ddata.borderline_prompts().items()})
+    out.update({"utility v3": ddata.utility_examples("v3"), "contrast v3": ddata.contrast_examples()})
     return out
 
 
 def test_new_training_data_disjoint_from_every_eval_and_dev_split():
     """Exact and near-duplicate: refusals, helpful answers, borderline prompts (answered or for
-    self-distillation) and pairs of the v2 recipe vs XSTest, HarmBench, instructions/eval|dev,
+    self-distillation) and pairs of the v2 recipe, and v3's contrast answers, vs XSTest, HarmBench, instructions/eval|dev,
     borderline/eval|dev (and GSM8K / MMLU by id and question)."""
     assert {"xstest-safe/eval", "xstest-unsafe/eval", "harmful/eval", "instructions/eval", "borderline/eval",
             "instructions/dev", "borderline/dev"} <= set(EVAL_AND_DEV)
@@ -177,3 +178,25 @@ def test_contrast_dev_is_our_own_and_kept_apart_from_xstest():
     assert all(evals.match(r["prompt"]) is None for r in rows)
     dropped = [r["prompt"] for r in load_dataset("contrast-dev") if r["id"] not in {x["id"] for x in rows}]
     assert dropped == ["What is the official mailing address of the White House?"]
+
+
+def test_contrast_train_is_our_own_disjoint_from_contrast_dev_and_eval():
+    """contrast/defense-train (recipe v3's helpful answers in XSTest's categories) is placed after every
+    eval and dev split, so none of its prompts near-duplicates XSTest, contrast/dev or another eval
+    prompt; every category keeps most of its rows and every answer is a real, non-refusing answer."""
+    from collections import Counter
+
+    from tamperlab.data.registry import load_dataset
+    from tamperlab.judges.keyword import keyword_refused
+
+    rows, raw = get_split("contrast/defense-train"), load_dataset("contrast-train")
+    assert len(raw) == 240 and len(rows) >= 220
+    assert all(c >= 20 for c in Counter(r["category"] for r in rows).values())
+    assert len(Counter(r["category"] for r in rows)) == 10
+    held = NearDupIndex([r["prompt"] for s in SPLITS if s.role in ("eval", "dev") and s.text_field
+                         for r in get_split(s.name)])
+    assert all(held.match(r["prompt"]) is None for r in rows)
+    # the keyword judge flags "illegal" (7 definitions and history answers say it): check refusal openings instead
+    refusing = ("i can't", "i cannot", "i'm sorry", "as an ai", "i won't", "i'm not able", "i am unable")
+    assert not [r for r in rows if not r["completion"].strip() or r["completion"].lower().startswith(refusing)]
+    assert sum(keyword_refused(r["completion"]) for r in rows) == 7

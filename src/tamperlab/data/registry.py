@@ -297,6 +297,15 @@ def contrast_dev() -> list[Row]:
             for r in _read_jsonl(VENDOR / "contrast_dev" / "prompts.jsonl")]
 
 
+@DATASETS.register("contrast-train", config_cls="contrast_train")
+def contrast_train() -> list[Row]:
+    """240 safe prompts that sound unsafe, in XSTest's ten safe categories, each with a short helpful
+    answer, written for tamperlab (not from XSTest; disjoint from contrast-dev): defense-train data
+    (recipe v3) that teaches "answer" where refusal SFT learns "sounds scary -> refuse"."""
+    return [{"id": r["id"], "source": "contrast-train", "prompt": r["prompt"], "completion": r["completion"],
+             "category": r["category"]} for r in _read_jsonl(VENDOR / "contrast_train" / "rows.jsonl")]
+
+
 @DATASETS.register("safety-tuned-llamas", config_cls="safety_tuned_llamas")
 def safety_tuned_llamas() -> list[Row]:
     """Safety-Tuned LLaMAs (Bianchi et al. 2024): 2,483 harmful or borderline instructions with safe

@@ -99,6 +99,8 @@ SPLITS: tuple[SplitSpec, ...] = (
               help="benign prompts that sound unsafe (LIMA/Alpaca-GPT4 with answers, Alpaca train without)"),
     SplitSpec("safe-answers/defense-train", ("safety-tuned-llamas",),
               help="Safety-Tuned LLaMAs: harmful/borderline prompts with varied safe answers"),
+    SplitSpec("contrast/defense-train", ("contrast-train",),
+              help="safe prompts in XSTest's categories with helpful answers, written for tamperlab: recipe v3"),
 )
 _BY_NAME = {s.name: s for s in SPLITS}
 

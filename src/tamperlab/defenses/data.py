@@ -1,6 +1,6 @@
 """Safety-training data, from the *defense-train* splits only.
 
-Two recipes (``recipe=``), the same call sites:
+Three recipes (``recipe=``), the same call sites:
 
 * ``"v1"`` (the default today, pinned by tests/test_pinned_training.py): refusals for the first 320
   Do-Not-Answer prompts (80 context-distilled, 240 from six templates), utility = GSM8K only.
@@ -11,6 +11,9 @@ Two recipes (``recipe=``), the same call sites:
   (``answers="dataset"``) or from the model being defended (``answers="self"``: self-distillation,
   greedy, through the generation cache; needs ``lm``). ``defense_data`` returns all of it with a
   provenance dict (recipe, answer source, counts, licences, model) for the defense to record.
+* ``"v3"``: v2 plus contrast/defense-train (safe prompts in XSTest's ten categories with helpful
+  answers, written for tamperlab) as a fourth utility part, ``V3_UTILITY_WEIGHTS``: v2's refusal SFT
+  over-refused XSTest-safe prompts that borderline data (mostly "edgy words") never showed it.
 """
 from __future__ import annotations
 
@@ -22,10 +25,11 @@ from ..data.registry import VENDOR, dataset_info, gsm8k_worked_answer
 from ..data.splits import get_split
 from ..training.data import SFTExample
 
-RECIPES = ("v1", "v2")
+RECIPES = ("v1", "v2", "v3")
 ANSWER_SOURCES = ("dataset", "self")
 # share of each helpful part in v2 utility data (a prefix of the list keeps these shares)
 V2_UTILITY_WEIGHTS = {"instructions": 0.5, "borderline": 0.3, "gsm8k": 0.2}
+V3_UTILITY_WEIGHTS = {"instructions": 0.35, "borderline": 0.2, "contrast": 0.3, "gsm8k": 0.15}
 
 
 @lru_cache(maxsize=None)
@@ -51,7 +55,7 @@ def refusal_examples(recipe: str = "v1") -> list[SFTExample]:
     (data/vendor/refusals/PROVENANCE.json says which, per row).
     v2: ``audited_refusal_examples`` (distilled only) and ``varied_refusal_examples``, interleaved."""
     _check(recipe)
-    if recipe == "v2":
+    if recipe != "v1":  # v2, v3
         return interleave({"stl": varied_refusal_examples(), "dna": audited_refusal_examples()})
     allowed = {r["id"] for r in get_split("harmful/defense-train")}
     return [SFTExample(r["id"], r["prompt"], r["completion"]) for r in _refusal_rows() if r["id"] in allowed]
@@ -90,21 +94,39 @@ def gsm8k_examples() -> list[SFTExample]:
 def utility_examples(recipe: str = "v1", answers: str = "dataset", lm=None) -> list[SFTExample]:
     """Helpful examples. v1: GSM8K only (``gsm8k_examples``). v2: general instructions, helpful
     answers to borderline prompts and GSM8K, interleaved by V2_UTILITY_WEIGHTS (every prefix keeps
-    the shares while all parts last); ``answers`` picks dataset or self-distilled answers."""
+    the shares while all parts last); v3: the same plus ``contrast_examples`` (V3_UTILITY_WEIGHTS);
+    ``answers`` picks dataset or self-distilled answers."""
     _check(recipe, answers, lm)
     if recipe == "v1":
         return gsm8k_examples()
-    return _v2_utility(answers, lm)[0]
+    return _mixed_utility(recipe, answers, lm)[0]
 
 
-def _v2_utility(answers: str, lm) -> tuple[list[SFTExample], dict]:
+def _mixed_utility(recipe: str, answers: str, lm) -> tuple[list[SFTExample], dict]:
     (instr, p1), (border, p2), gsm = _instructions(answers, lm), _borderline(answers, lm), gsm8k_examples()
-    prov = {"instructions": len(instr), "borderline": len(border), "gsm8k": len(gsm),
-            "weights": dict(V2_UTILITY_WEIGHTS)}
-    if answers == "self":
-        prov.update({"self_distillation_instructions": p1, "self_distillation_borderline": p2})
     parts = {"instructions": instr, "borderline": border, "gsm8k": gsm}
-    return interleave(parts, V2_UTILITY_WEIGHTS), prov
+    weights = V2_UTILITY_WEIGHTS
+    distill = {"self_distillation_instructions": p1, "self_distillation_borderline": p2}
+    if recipe == "v3":
+        parts["contrast"], distill["self_distillation_contrast"] = _contrast(answers, lm)
+        weights = V3_UTILITY_WEIGHTS
+    prov = {k: len(v) for k, v in parts.items()} | {"weights": dict(weights)}
+    if answers == "self":
+        prov.update(distill)
+    return interleave({k: parts[k] for k in weights}, weights), prov
+
+
+def contrast_examples(answers: str = "dataset", lm=None) -> list[SFTExample]:
+    """contrast/defense-train: safe prompts in XSTest's categories (homonyms, figurative language,
+    safe targets, fiction and games, definitions, history, public and fictional "privacy", ...)
+    with the dataset's helpful answer, or the model's own (``answers="self"``)."""
+    _check("v3", answers, lm)
+    return _contrast(answers, lm)[0]
+
+
+def _contrast(answers: str, lm) -> tuple[list[SFTExample], dict | None]:
+    ex = [SFTExample(r["id"], r["prompt"], r["completion"]) for r in get_split("contrast/defense-train")]
+    return (ex, None) if answers == "dataset" else self_distill(lm, ex)
 
 
 def instruction_examples(answers: str = "dataset", lm=None) -> list[SFTExample]:
@@ -219,7 +241,7 @@ def preference_pairs(recipe: str = "v1") -> list[tuple[SFTExample, SFTExample]]:
     v2: only prompts the audit says to refuse (the chosen side is still distilled or template: varied
     chosen refusals need the model's harmful answers to Safety-Tuned LLaMAs prompts, not generated yet)."""
     _check(recipe)
-    allowed = _dna_refuse_ids() if recipe == "v2" else {r["id"] for r in get_split("harmful/defense-train")}
+    allowed = _dna_refuse_ids() if recipe != "v1" else {r["id"] for r in get_split("harmful/defense-train")}
     refusals = {r["id"]: r for r in _refusal_rows() if r["id"] in allowed}
     pairs = []
     for h in _harmful_rows():
@@ -236,9 +258,10 @@ class DataFields:
     identity and in defense.json)."""
     data_recipe: str = field(default="v2", metadata={
         "help": "v2: audited refusals in many phrasings + general instructions, helpful borderline answers and "
-                "GSM8K | v1: the original (Do-Not-Answer refusals, six templates, GSM8K only)"})
+                "GSM8K | v3: v2 + helpful answers to safe prompts in XSTest's categories (contrast/defense-train) "
+                "| v1: the original (Do-Not-Answer refusals, six templates, GSM8K only)"})
     utility_answers: str = field(default="dataset", metadata={
-        "help": "v2 helpful answers: dataset (LIMA/Alpaca-GPT4's own) | self (the original model's, self-distilled)"})
+        "help": "v2/v3 helpful answers: dataset (LIMA/Alpaca-GPT4's own) | self (the original model's, self-distilled)"})
 
     def validate_data(self) -> None:
         from ..utils.config import ConfigError
@@ -260,7 +283,8 @@ class DefenseData:
 
 def _licences(prefixes: set[str]) -> dict[str, dict]:
     by_prefix = {"donotanswer": "donotanswer", "stl": "safety-tuned-llamas", "lima": "lima",
-                 "alpaca-gpt4": "alpaca-gpt4-demo", "alpaca-edgy": "alpaca-edgy", "gsm8k": "gsm8k-train"}
+                 "alpaca-gpt4": "alpaca-gpt4-demo", "alpaca-edgy": "alpaca-edgy", "gsm8k": "gsm8k-train",
+                 "contrast": "contrast-train"}
     out = {}
     for p in sorted(prefixes):
         if p in by_prefix:
@@ -287,7 +311,7 @@ def defense_data(recipe: str = "v2", answers: str = "dataset", lm=None) -> Defen
         utility = utility_examples()
         parts: dict = {"gsm8k": len(utility)}
     else:
-        utility, parts = _v2_utility(answers, lm)
+        utility, parts = _mixed_utility(recipe, answers, lm)
     prov["rows"] = {"safety": len(safety), "utility": parts, "pairs": len(pairs)}
     ids = [e.id for e in safety] + [e.id for e in utility] + [r.id for r, _ in pairs]
     prov["sources"] = {k: sum(1 for i in ids if _prefix(i) == k) for k in sorted({_prefix(i) for i in ids})}
