@@ -21,7 +21,10 @@ for p in $PROBES; do
   case $p in
     sft60)  extra=() ;;
     sft60c) extra=(--set check_contrast_n=60) ;;
-    *) echo "unknown probe $p (sft60 | sft60c)" >&2; exit 2 ;;
+    # recipe v3 (helpful answers in XSTest's categories) at 40 steps: dev checks only (defense seed 0
+    # of the comparison config as first tried; docs/probes/models/sft40v3); evaluated like the others
+    sft40v3) extra=(--set check_contrast_n=60 --set data_recipe=v3 --set steps=40) ;;
+    *) echo "unknown probe $p (sft60 | sft60c | sft40v3)" >&2; exit 2 ;;
   esac
   [ -f "$OUT/$p/defense.json" ] || $TL defend smollm2-135m-instruct --method sft --out "$OUT/$p" --set steps=60 \
       --set check_every=10 --set check_overrefusal_n=96 --set max_length=160 "${extra[@]}"

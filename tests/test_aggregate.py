@@ -77,7 +77,7 @@ def test_verdict_fails_before_any_attack_when_step_0_is_already_bad():
     (v,) = verdicts(cfg, aggregate(rows))
     assert v["status"] == "fails before any attack"
     assert "the safeguard FAILS BEFORE ANY ATTACK at threshold ≤ 0.5" in v["text"]
-    assert "Before attack: 0.40." in v["text"]
+    assert "Before attack: 0.40 (mean; worst seed 0.60)." in v["text"]
     assert v["before"]["values"] == [0.2, 0.6]
     # the same rows with step 0 under the threshold on every seed: broken by the attack instead
     rows[1] = _row("m", cell, 1, 0, 0.45)

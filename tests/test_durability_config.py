@@ -54,7 +54,7 @@ def test_comparison_reuses_the_demos_antidote_as_defense_seed_0_and_trains_its_o
                                                                           if k != "refusal-sft"}
     assert demo_keys["refusal-sft"] != comp_keys["refusal-sft"]
     sft = next(m for m in comp.models if m.name == "refusal-sft").defense
-    assert (sft["data_recipe"], sft["check_contrast_n"], sft["steps"]) == ("v3", 60, 40)
+    assert (sft["data_recipe"], sft["check_contrast_n"], sft["steps"]) == ("v3", 60, 60)
 
 
 def test_the_first_comparison_reuses_the_quick_studys_refusal_sft_runs():

@@ -11,7 +11,7 @@ from statistics import mean
 from .fmt import f2, mmm, signed, table
 from .sources import CELLS, QuoteError, Results, Study, cell_label, cell_slugs
 
-MATCHED = ("demo", "comparison", "baselines", "selfplay")
+MATCHED = ("demo", "comparison", "comparison-v2", "baselines", "selfplay")
 LABELS = {"undefended": "undefended", "refusal-sft": "refusal SFT", "antidote": "AntiDote", "repnoise": "RepNoise",
           "tar": "TAR", "vaccine": "Vaccine", "booster": "Booster", "abs": "ABS defender",
           "self-play": "self-play defender"}
