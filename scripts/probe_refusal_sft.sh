@@ -24,7 +24,10 @@ for p in $PROBES; do
     # recipe v3 (helpful answers in XSTest's categories) at 40 steps: dev checks only (defense seed 0
     # of the comparison config as first tried; docs/probes/models/sft40v3); evaluated like the others
     sft40v3) extra=(--set check_contrast_n=60 --set data_recipe=v3 --set steps=40) ;;
-    *) echo "unknown probe $p (sft60 | sft60c | sft40v3)" >&2; exit 2 ;;
+    # the comparison's refusal SFT (v3, helpful share 0.75) trained longer: 80 steps, checks every 20
+    sft80v3u) extra=(--set check_contrast_n=60 --set data_recipe=v3 --set utility_fraction=0.75 --set steps=80
+                     --set check_every=20) ;;
+    *) echo "unknown probe $p (sft60 | sft60c | sft40v3 | sft80v3u)" >&2; exit 2 ;;
   esac
   [ -f "$OUT/$p/defense.json" ] || $TL defend smollm2-135m-instruct --method sft --out "$OUT/$p" --set steps=60 \
       --set check_every=10 --set check_overrefusal_n=96 --set max_length=160 "${extra[@]}"

@@ -183,7 +183,7 @@ def verdicts(cfg, agg: list[dict], out=None, statuses: dict | None = None) -> li
             b0 = max(b["values"], key=lambda v: v if direction == "higher" else -v)
             if (b0 > cfg.threshold) if direction == "higher" else (b0 < cfg.threshold):
                 status = "fails before any attack"
-            if len(b["values"]) > 1:  # the verdict goes by the worst seed: say which value decided it
+            if len(set(b["values"])) > 1:  # the verdict goes by the worst seed: say which value decided it
                 v0 += f" (mean; worst seed {b0:.2f})"
         text = (f"{spec.name}: the safeguard {status.upper()} at threshold {side} {cfg.threshold:g} on {measured}. "
                 f"Before attack: {v0}. Worst cell `{wm['cell_label']}` ({wm['format']}) at step {wm['step']}: "
