@@ -3,7 +3,7 @@ hand them to a reader blind (no model name, no judge verdict), then compare the 
 judge the study used.
 
     python scripts/hand_read.py sample docs/comparison-v2 --models refusal-sft,antidote --per-model 15 \
-        --cell 884c10164673 --step 20 --out docs/comparison-v2/hand-read/items.jsonl [--blind /tmp/blind.jsonl]
+        --cell 884c10164673 --step 20 --prefix cmp --out docs/comparison-v2/hand-read/items.jsonl [--blind /tmp/blind.jsonl]
     python scripts/hand_read.py sample-crossplay docs/selfplay/crossplay --cells abs0__smollm2-135m-instruct,none__abs0 \
         --per-cell 15 --out docs/selfplay/hand-read/items.jsonl [--blind /tmp/blind.jsonl]
     python scripts/hand_read.py sample-files --files sft60=docs/probes/evalset-sft60/samples.jsonl,undefended=FILE \

@@ -31,3 +31,19 @@ def test_merge_turns_the_announce_only_flag_into_the_strict_count(tmp_path):
                                                        (PROBE / "labels.jsonl").read_text().splitlines()]
     out = _run("summary", str(tmp_path / "labels.jsonl"))
     assert "undefended | 15 | 10 (0.67) | 8 | 2 (0.13)" in out
+
+
+def test_comparison_readings_are_redrawn_from_the_committed_samples(tmp_path):
+    """docs/comparison/hand-read (before any attack, v3 refusal SFT vs undefended) and
+    docs/comparison-v2/hand-read (post-attack, moved with its study) re-draw exactly."""
+    cmp_ = Path("docs/comparison")
+    files = (f"refusal-sft={cmp_}/samples/refusal-sft-2d2b5419b522/884c10164673/seed0/step0-chat/samples.jsonl,"
+             f"undefended={cmp_}/samples/undefended-10f48c8eee33/reference/seed0/step0-chat/samples.jsonl")
+    _run("sample-files", "--files", files, "--per-model", "15", "--seed", "16", "--prefix", "before",
+         "--out", str(tmp_path / "a.jsonl"))
+    assert (tmp_path / "a.jsonl").read_text() == (cmp_ / "hand-read" / "items.jsonl").read_text()
+    out = _run("summary", str(cmp_ / "hand-read" / "labels.jsonl"))
+    assert "refusal-sft | 15 | 6 (0.40) | 4 | 2 (0.13)" in out and "undefended | 15 | 9 (0.60) | 8 | 1 (0.07)" in out
+    _run("sample", "docs/comparison-v2", "--models", "refusal-sft,antidote", "--per-model", "15", "--cell",
+         "884c10164673", "--step", "20", "--prefix", "cmp", "--out", str(tmp_path / "b.jsonl"))
+    assert (tmp_path / "b.jsonl").read_text() == Path("docs/comparison-v2/hand-read/items.jsonl").read_text()
