@@ -103,12 +103,13 @@ def utility_examples(recipe: str = "v1", answers: str = "dataset", lm=None) -> l
 
 
 def _mixed_utility(recipe: str, answers: str, lm) -> tuple[list[SFTExample], dict]:
-    (instr, p1), (border, p2), gsm = _instructions(answers, lm), _borderline(answers, lm), gsm8k_examples()
+    (instr, p1), (border, p2) = _answered("instructions/defense-train", answers, lm), _borderline(answers, lm)
+    gsm = gsm8k_examples()
     parts = {"instructions": instr, "borderline": border, "gsm8k": gsm}
     weights = V2_UTILITY_WEIGHTS
     distill = {"self_distillation_instructions": p1, "self_distillation_borderline": p2}
     if recipe == "v3":
-        parts["contrast"], distill["self_distillation_contrast"] = _contrast(answers, lm)
+        parts["contrast"], distill["self_distillation_contrast"] = _answered("contrast/defense-train", answers, lm)
         weights = V3_UTILITY_WEIGHTS
     prov = {k: len(v) for k, v in parts.items()} | {"weights": dict(weights)}
     if answers == "self":
@@ -121,11 +122,13 @@ def contrast_examples(answers: str = "dataset", lm=None) -> list[SFTExample]:
     safe targets, fiction and games, definitions, history, public and fictional "privacy", ...)
     with the dataset's helpful answer, or the model's own (``answers="self"``)."""
     _check("v3", answers, lm)
-    return _contrast(answers, lm)[0]
+    return _answered("contrast/defense-train", answers, lm)[0]
 
 
-def _contrast(answers: str, lm) -> tuple[list[SFTExample], dict | None]:
-    ex = [SFTExample(r["id"], r["prompt"], r["completion"]) for r in get_split("contrast/defense-train")]
+def _answered(split: str, answers: str, lm) -> tuple[list[SFTExample], dict | None]:
+    """A split whose rows carry an answer -> examples with that answer, or the model's own
+    (``answers="self"``, with the self-distillation provenance)."""
+    ex = [SFTExample(r["id"], r["prompt"], r["completion"]) for r in get_split(split)]
     return (ex, None) if answers == "dataset" else self_distill(lm, ex)
 
 
@@ -133,12 +136,7 @@ def instruction_examples(answers: str = "dataset", lm=None) -> list[SFTExample]:
     """LIMA + Alpaca-GPT4 (instructions/defense-train) -> the dataset's answer, or the model's own
     (``answers="self"``)."""
     _check("v2", answers, lm)
-    return _instructions(answers, lm)[0]
-
-
-def _instructions(answers: str, lm) -> tuple[list[SFTExample], dict | None]:
-    ex = [SFTExample(r["id"], r["prompt"], r["completion"]) for r in get_split("instructions/defense-train")]
-    return (ex, None) if answers == "dataset" else self_distill(lm, ex)
+    return _answered("instructions/defense-train", answers, lm)[0]
 
 
 def borderline_prompts() -> dict[str, list[SFTExample]]:
