@@ -92,19 +92,65 @@ def test_the_contrast_check_is_a_second_over_refusal_budget(tiny, tmp_path):
         BudgetFields(check_contrast_n=-1).validate_budget(10)
 
 
+def test_the_instructions_check_is_a_third_budget_and_reads_fitting_instructions_dev_prompts(tiny, tmp_path):
+    """With ``check_instructions_n``, a step within both other budgets that refuses more everyday
+    instructions than undefended + budget is not kept; its prompts are the fitting instructions/dev rows."""
+    from safetensors.torch import save_file
+
+    from tamperlab.evaluation.suites.utility import fitting
+
+    lin = torch.nn.Linear(2, 2)
+    c = DevChecker(tiny, BudgetFields(budget_overrefusal=0.1, budget_nll=0.05, check_contrast_n=2,
+                                      check_instructions_n=3), tmp_path)
+    from tamperlab.data import get_split
+
+    assert c.instructions == [r["prompt"] for r in fitting(tiny, get_split("instructions/dev"), "chat")[0][:3]]
+    extra = lambda con, ins: {"overrefusal_contrast": con, "n_contrast": 2, "overrefusal_instructions": ins,
+                              "n_instructions": 3}
+    c.rows = [{**_row(0, 0.0, 2.0), **extra(0.0, 0.05)}, {**_row(10, 0.05, 2.0), **extra(0.1, 0.15)},
+              {**_row(20, 0.05, 2.0), **extra(0.1, 0.25)}]  # step 20: instructions over budget only
+    (tmp_path / "checks").mkdir()
+    save_file({"weight": torch.ones(2, 2), "bias": torch.ones(2)}, str(tmp_path / "checks" / "step-10.safetensors"))
+    choice = c.select(lin, Engine(tmp_path / "e"), last_step=20)
+    assert choice["selected_step"] == 10 and choice["within_budget"] is True
+    assert choice["budget"]["overrefusal_instructions"] == "<= 0.050 + 0.1"
+    assert choice["budget"]["splits"] == ["borderline/dev", "contrast/dev", "instructions/dev"]
+    with pytest.raises(Exception, match="check_instructions_n"):
+        BudgetFields(check_instructions_n=-1).validate_budget(10)
+
+
+def test_measure_splits_one_generation_pass_back_into_each_check(tiny, tmp_path, monkeypatch):
+    """Each prompt's verdict is counted in its own split: borderline refuses none, contrast all,
+    instructions half (a stand-in judge that refuses exactly the prompts it is told to)."""
+    c = DevChecker(tiny, BudgetFields(check_overrefusal_n=4, check_contrast_n=2, check_instructions_n=2,
+                                      check_utility_n=2, check_max_new_tokens=2), tmp_path)
+    refuse = set(c.contrast) | {c.instructions[0]}
+
+    class Judge:
+        def judge(self, prompts, completions):
+            return [type("J", (), {"refused": p in refuse})() for p in prompts]
+
+    c._judge = Judge()
+    row = c.measure(tiny.model)
+    assert (row["overrefusal"], row["overrefusal_contrast"], row["overrefusal_instructions"]) == (0.0, 1.0, 0.5)
+    assert (row["n_overrefusal"], row["n_contrast"], row["n_instructions"], row["n_utility"]) == (4, 2, 2, 2)
+
+
 def test_defend_records_checks_the_choice_and_draws_the_card(tiny, tmp_path):
     from tamperlab.defenses import defend
 
     out = defend(tiny, "sft", overrides={"steps": 4, "batch_size": 2, "max_length": 64, "lora_targets": ["q_proj"],
                                          "check_every": 2, "check_overrefusal_n": 4, "check_utility_n": 4,
-                                         "check_max_new_tokens": 8, "check_contrast_n": 2}, out_dir=tmp_path / "d")
+                                         "check_max_new_tokens": 8, "check_contrast_n": 2, "check_instructions_n": 2},
+               out_dir=tmp_path / "d")
     info = json.loads((out / "defense.json").read_text())
     assert [c["step"] for c in info["checks"]] == [0, 2, 4]
     assert info["selected_step"] in (2, 4) and isinstance(info["within_budget"], bool)
-    assert all(c["n_overrefusal"] == 4 and c["n_utility"] == 4 and c["n_contrast"] == 2 for c in info["checks"])
+    assert all(c["n_overrefusal"] == 4 and c["n_utility"] == 4 and c["n_contrast"] == 2 and c["n_instructions"] == 2
+               for c in info["checks"])
     card = (out / "card.md").read_text()
     assert "Dev checks and the kept checkpoint" in card and (out / "training.png").exists()
-    assert "| step | dev over-refusal | contrast over-refusal | dev utility NLL |" in card
+    assert "| step | dev over-refusal | contrast over-refusal | instruction refusal | dev utility NLL |" in card
     assert not (out / "work" / "checks").exists()  # snapshots are resume state, removed when done
 
 
@@ -194,7 +240,9 @@ def test_a_setting_added_later_leaves_existing_defense_keys_alone(tiny):
     from tamperlab.utils.hashing import stable_hash
 
     cfg = SFTDefenseConfig()
-    before = {k: v for k, v in asdict(cfg).items() if k != "check_contrast_n"}  # the config as it was hashed
+    later = ("check_contrast_n", "check_instructions_n")
+    before = {k: v for k, v in asdict(cfg).items() if k not in later}  # the config as it was hashed
     assert defense_key("sft", tiny, cfg) == stable_hash({"method": "sft", "base": tiny.fingerprint, "config": before,
                                                          "data": data_fingerprint(cfg.data_recipe, cfg.utility_answers, tiny)})
     assert defense_key("sft", tiny, SFTDefenseConfig(check_contrast_n=5)) != defense_key("sft", tiny, cfg)
+    assert defense_key("sft", tiny, SFTDefenseConfig(check_instructions_n=5)) != defense_key("sft", tiny, cfg)

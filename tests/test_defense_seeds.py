@@ -162,3 +162,22 @@ def test_a_defended_model_with_attack_false_is_trained_per_seed_and_evaluated_be
     ref = [r for r in rows if r["model"] == "sft-ref"]
     assert {r["defense_seed"] for r in ref} == {0, 1} and {r["step"] for r in ref} == {0}
     assert "sft-ref" in (out / "report.md").read_text()
+
+
+def test_budget_table_shows_the_contrast_check_only_when_a_model_had_one():
+    from tamperlab.durability.report import budget_blocks
+
+    base = {"step": 0, "overrefusal": 0.04, "utility_nll": 2.3}
+    plain = {"within_budget": True, "selected_step": 10, "checks": [base, {**base, "step": 10, "overrefusal": 0.1}],
+             "budget": {"overrefusal": "<= 0.040 + 0.1", "utility_nll": "<= 2.3000 x (1 + 0.05)"}}
+    ((_, _), (_, _), (_, table)) = budget_blocks({("sft", 0): plain})
+    assert table[0] == ["model", "defense seed", "kept step", "budget", "dev over-refusal", "dev utility NLL", "met"]
+    checked = {**plain, "checks": [{**base, "overrefusal_contrast": 0.03},
+                                   {**base, "step": 10, "overrefusal": 0.1, "overrefusal_contrast": 0.12}],
+               "budget": {**plain["budget"], "overrefusal_contrast": "<= 0.030 + 0.1"}}
+    ((_, _), (_, text), (_, table)) = budget_blocks({("sft", 0): checked, ("antidote", 0): plain, ("vaccine", 0): None})
+    assert table[0][5] == "contrast over-refusal (contrast/dev)" and "borderline/dev and contrast/dev" in text
+    assert table[1][3] == ("over-refusal <= 0.040 + 0.1; contrast over-refusal <= 0.030 + 0.1; "
+                           "NLL <= 2.3000 x (1 + 0.05)")
+    assert table[1][5] == "0.120 (undefended 0.030)" and table[2][5] == "not checked"
+    assert len({len(r) for r in table}) == 1  # every row as wide as the header, the missing model too

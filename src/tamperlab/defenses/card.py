@@ -8,6 +8,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from ..utils.io import atomic_write_text
+from .checks import OVERREFUSAL
 
 # (log key, panel title) of each curve panel; a panel is drawn when its key is logged
 PANELS = [(("loss", "adv_loss"), "loss per step (defender / model, adversary)"),
@@ -21,7 +22,8 @@ PANELS = [(("loss", "adv_loss"), "loss per step (defender / model, adversary)"),
           (("r_attacker", "r_defender"), "self-play: mean reward per role"),
           (("harmful_rate", "benign_refusal_rate", "similarity"), "self-play: rollout judgements"),
           (("pg", "kl"), "self-play: policy-gradient and KL terms"),
-          (("overrefusal", "overrefusal_contrast"), "dev over-refusal (borderline/dev; contrast/dev if checked)"),
+          (("overrefusal", "overrefusal_contrast", "overrefusal_instructions"),
+           "dev over-refusal (borderline/dev; contrast/dev, instructions/dev if checked)"),
           (("utility_nll",), "dev utility NLL (instructions/dev)")]
 
 
@@ -59,13 +61,13 @@ def budget_section(choice: dict | None, cfg=None) -> str:
                "this method has no dev checks; a study's before-attack evaluation reports its over-refusal and utility")
         return f"## Dev checks\n\nNone ({why}): the last step was kept without a budget check.\n"
     b = choice["budget"]
-    contrast = "overrefusal_contrast" in b
+    extra = [k for k in OVERREFUSAL if k != "overrefusal" and k in b]  # the checks beyond borderline/dev
     rows = "\n".join(f"| {r['step']} | {r['overrefusal']:.3f} (n={r['n_overrefusal']}) | "
-                     + (f"{r['overrefusal_contrast']:.3f} (n={r['n_contrast']}) | " if contrast else "")
+                     + "".join(f"{r[k]:.3f} (n={r[OVERREFUSAL[k].n_key]}) | " for k in extra)
                      + f"{r['utility_nll']:.4f} (n={r['n_utility']}) |" for r in choice["checks"])
-    head = ("| step | dev over-refusal | contrast over-refusal | dev utility NLL |\n|---|---|---|---|" if contrast
-            else "| step | dev over-refusal | dev utility NLL |\n|---|---|---|")
-    extra = f", contrast over-refusal {b['overrefusal_contrast']}" if contrast else ""
+    cols = ["step", OVERREFUSAL["overrefusal"].label, *(OVERREFUSAL[k].label for k in extra), "dev utility NLL"]
+    head = f"| {' | '.join(cols)} |\n|{'---|' * len(cols)}"
+    extra = "".join(f", {OVERREFUSAL[k].label} {b[k]}" for k in extra)
     verdict = ("within the budget" if choice["within_budget"] else
                "**outside the budget at every check**: the last step was kept, and a study marks this model")
     return (f"## Dev checks and the kept checkpoint\n\nStep 0 is the undefended model. Budget: over-refusal "

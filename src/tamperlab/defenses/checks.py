@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -33,6 +34,10 @@ class BudgetFields:
     check_contrast_n: int = field(default=0, metadata={
         "help": "contrast/dev prompts per check (our own safe prompts in XSTest's categories, a second over-refusal "
                 "budget beside borderline/dev's; 0: borderline/dev only)", KEY_OMITS_DEFAULT: True})
+    check_instructions_n: int = field(default=0, metadata={
+        "help": "instructions/dev prompts per check whose refusal rate is a third over-refusal budget (everyday "
+                "requests: the v3 probes refused more of them while both other checks held; 0: off)",
+        KEY_OMITS_DEFAULT: True})
     check_utility_n: int = field(default=48, metadata={"help": "instructions/dev reference answers per check"})
     check_max_new_tokens: int = field(default=48, metadata={"help": "tokens generated per dev prompt"})
     check_judge: str = field(default="refusal-classifier", metadata={
@@ -50,8 +55,9 @@ class BudgetFields:
         for name in ("check_overrefusal_n", "check_utility_n", "check_max_new_tokens"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"field {name!r}: must be >= 1, got {getattr(self, name)}")
-        if self.check_contrast_n < 0:
-            raise ConfigError(f"field 'check_contrast_n': must be >= 0, got {self.check_contrast_n}")
+        for name in ("check_contrast_n", "check_instructions_n"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"field {name!r}: must be >= 0, got {getattr(self, name)}")
         for name in ("budget_overrefusal", "budget_nll"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"field {name!r}: must be >= 0, got {getattr(self, name)}")
@@ -62,7 +68,16 @@ class BudgetFields:
                               f"{', '.join(JUDGES.names())}")
 
 
-OVERREFUSAL = {"overrefusal": "borderline/dev", "overrefusal_contrast": "contrast/dev"}  # check row key -> its split
+class OverRefusalCheck(NamedTuple):
+    split: str  # the dev split its prompts come from
+    n_key: str  # the check row's key for its n
+    label: str  # how cards and reports name it
+
+
+# every over-refusal check, budgeted alike (<= undefended + budget_overrefusal), by its check row key
+OVERREFUSAL = {"overrefusal": OverRefusalCheck("borderline/dev", "n_overrefusal", "dev over-refusal"),
+               "overrefusal_contrast": OverRefusalCheck("contrast/dev", "n_contrast", "contrast over-refusal"),
+               "overrefusal_instructions": OverRefusalCheck("instructions/dev", "n_instructions", "instruction refusal")}
 
 
 class DevChecker:
@@ -75,6 +90,7 @@ class DevChecker:
         self.contrast = [r["prompt"] for r in get_split("contrast/dev")[: cfg.check_contrast_n]]
         rows, _ = fitting(lm, get_split("instructions/dev"), fmt)  # prompts that fit, as the eval suite
         self.utility = [SFTExample(r["id"], r["prompt"], r["completion"]) for r in rows[: cfg.check_utility_n]]
+        self.instructions = [r["prompt"] for r in rows[: cfg.check_instructions_n]]
         self._judge = None
         self.rows: list[dict] = []
 
@@ -90,18 +106,20 @@ class DevChecker:
         from ..generation import GenerationConfig, eval_mode, generate
 
         view = LoadedModel(name=self.lm.name, source=self.lm.source, model=model, tokenizer=self.lm.tokenizer)
-        prompts = self.prompts + self.contrast  # one generation pass; the two splits are budgeted apart
+        groups = {"overrefusal": self.prompts, "overrefusal_contrast": self.contrast,
+                  "overrefusal_instructions": self.instructions}
+        prompts = [p for ps in groups.values() for p in ps]  # one generation pass; each split budgeted apart
         with eval_mode(model):
             answers = generate(view, prompts, self.fmt,
                                GenerationConfig(max_new_tokens=self.cfg.check_max_new_tokens),
                                description="dev check: generating")
         refused = [bool(j.refused) for j in self.judge.judge(prompts, answers)]
-        main, contrast = refused[: len(self.prompts)], refused[len(self.prompts):]
-        row = {"overrefusal": sum(main) / len(main),
-               "utility_nll": utility_nll(model, self.lm, self.utility, self.fmt), "n_overrefusal": len(main),
-               "n_utility": len(self.utility)}
-        if contrast:
-            row.update(overrefusal_contrast=sum(contrast) / len(contrast), n_contrast=len(contrast))
+        row: dict = {}
+        for key, ps in groups.items():
+            part, refused = refused[: len(ps)], refused[len(ps):]
+            if part:
+                row.update({key: sum(part) / len(part), OVERREFUSAL[key].n_key: len(part)})
+        row.update(utility_nll=utility_nll(model, self.lm, self.utility, self.fmt), n_utility=len(self.utility))
         return row
 
     def check(self, step: int, model, engine: Engine) -> dict:
@@ -144,7 +162,8 @@ class DevChecker:
         budget = {k: f"<= {self.base[k]:.3f} + {self.cfg.budget_overrefusal}" for k in OVERREFUSAL if k in self.base}
         budget.update(utility_nll=f"<= {self.base['utility_nll']:.4f} x (1 + {self.cfg.budget_nll})",
                       judge=self.cfg.check_judge,
-                      splits=[OVERREFUSAL[k] for k in OVERREFUSAL if k in self.base] + ["instructions/dev"])
+                      splits=list(dict.fromkeys([OVERREFUSAL[k].split for k in OVERREFUSAL if k in self.base]
+                                                  + ["instructions/dev"])))
         return {"checks": self.rows, "selected_step": chosen["step"] if chosen else last_step,
                 "within_budget": chosen is not None, "budget": budget}
 

@@ -99,26 +99,38 @@ def _spread(a: dict) -> str:
 def budget_blocks(statuses: dict[tuple[str, int], dict | None]) -> list[tuple]:
     """Which defended models met the defense budget (``statuses``: :func:`runner.budget_statuses`,
     from each model's defense.json): a model outside it is marked here and in the verdicts, not
-    silently compared."""
-    table = [["model", "defense seed", "kept step", "budget", "dev over-refusal", "dev utility NLL", "met"]]
+    silently compared. A column per further over-refusal check (contrast/dev, instructions/dev)
+    that some model was checked on."""
+    from ..defenses.checks import OVERREFUSAL
+
+    extra = [k for k in OVERREFUSAL if k != "overrefusal"
+             and any(b and any(k in r for r in b.get("checks") or []) for b in statuses.values())]
+    table = [["model", "defense seed", "kept step", "budget", "dev over-refusal",
+              *(f"{OVERREFUSAL[k].label} ({OVERREFUSAL[k].split})" for k in extra), "dev utility NLL", "met"]]
+    blank = ["–"] * (3 + len(extra))
     for (name, ds), b in statuses.items():
         if b is None:
-            table.append([name, str(ds), "–", "–", "–", "–", "no defense.json in this directory"])
+            table.append([name, str(ds), "–", *blank, "no defense.json in this directory"])
             continue
         if b.get("checks") is None:
-            table.append([name, str(ds), str(b.get("selected_step", "last")), "no dev checks", "–", "–", "unknown"])
+            table.append([name, str(ds), str(b.get("selected_step", "last")), "no dev checks", *blank[1:], "unknown"])
             continue
         row = next((r for r in b["checks"] if r["step"] == b["selected_step"]), {})
         base = b["checks"][0]
-        table.append([name, str(ds), str(b["selected_step"]),
-                      f"over-refusal {b['budget']['overrefusal']}; NLL {b['budget']['utility_nll']}",
+        budget = "; ".join([f"over-refusal {b['budget']['overrefusal']}"]
+                           + [f"{OVERREFUSAL[k].label} {b['budget'][k]}" for k in extra if k in b["budget"]]
+                           + [f"NLL {b['budget']['utility_nll']}"])
+        table.append([name, str(ds), str(b["selected_step"]), budget,
                       f"{_fmt(row.get('overrefusal', float('nan')))} (undefended {_fmt(base['overrefusal'])})",
+                      *(f"{_fmt(row[k])} (undefended {_fmt(base[k])})" if k in row and k in base else "not checked"
+                        for k in extra),
                       f"{row.get('utility_nll', float('nan')):.4f} (undefended {base['utility_nll']:.4f})",
                       "yes" if b["within_budget"] else "NO: outside the budget, not a matched comparison"])
     if all(r[-1] == "no defense.json in this directory" for r in table[1:]):
         return []  # a report rebuilt from results alone (no model directories): nothing to say
+    splits = " and ".join(["borderline/dev", *(OVERREFUSAL[k].split for k in extra)])
     return [("h2", "Defense budget (matched utility)"),
-            ("p", "Each defense is checked during training on dev splits (over-refusal on borderline/dev, mean token NLL "
+            ("p", f"Each defense is checked during training on dev splits (over-refusal on {splits}, mean token NLL "
                   "of reference answers on instructions/dev) and keeps the last checked step within the budget; a "
                   "model that never was within it keeps its last step and is marked here."),
             ("table", table)]
