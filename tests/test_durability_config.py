@@ -39,9 +39,10 @@ def test_the_packaged_demo_study_validates():
     assert {m.name for m in cfg.models} == {"undefended", "refusal-sft", "antidote"}
 
 
-def test_comparison_reuses_the_demos_antidote_as_defense_seed_0_and_trains_its_own_refusal_sft():
-    """The demo's refusal SFT (20 steps, recipe v2) fits its 20 minutes; the comparison's trains on
-    recipe v3 for 40 steps under the contrast check, so only its undefended and AntiDote rows match."""
+def test_comparison_trains_its_own_defenses_on_recipe_v3_and_shares_the_demos_undefended_model():
+    """The demo's defenses (20 and 10 steps, recipe v2) fit its 20 minutes; the comparison's train on
+    recipe v3 under the contrast check (refusal SFT 60 steps, AntiDote 20), so only the undefended
+    rows match: its evaluations are the demo's."""
     from importlib.resources import files
 
     demo = load_study(str(files("tamperlab.durability") / "presets" / "demo.yaml"))
@@ -50,11 +51,14 @@ def test_comparison_reuses_the_demos_antidote_as_defense_seed_0_and_trains_its_o
     comp.validate()
     assert comp.defense_seed_list() == [0, 1, 2] and len(comp.seed_list()) >= 2
     demo_keys, comp_keys = {m.name: m.key() for m in demo.models}, {m.name: m.key(0) for m in comp.models}
-    assert {k: v for k, v in demo_keys.items() if k != "refusal-sft"} == {k: v for k, v in comp_keys.items()
-                                                                          if k != "refusal-sft"}
-    assert demo_keys["refusal-sft"] != comp_keys["refusal-sft"]
-    sft = next(m for m in comp.models if m.name == "refusal-sft").defense
-    assert (sft["data_recipe"], sft["check_contrast_n"], sft["steps"]) == ("v3", 60, 60)
+    assert demo_keys["undefended"] == comp_keys["undefended"]
+    assert demo_keys["refusal-sft"] != comp_keys["refusal-sft"] and demo_keys["antidote"] != comp_keys["antidote"]
+    d = {m.name: m.defense for m in comp.models if m.defense}
+    assert (d["refusal-sft"]["data_recipe"], d["refusal-sft"]["check_contrast_n"], d["refusal-sft"]["steps"]) == ("v3", 60, 60)
+    assert (d["antidote"]["data_recipe"], d["antidote"]["check_contrast_n"], d["antidote"]["steps"]) == ("v3", 60, 20)
+    # both under the same dev checks, so "within the budget" means the same thing for both
+    assert {k: d["antidote"][k] for k in ("check_every", "check_overrefusal_n")} == {"check_every": 5, "check_overrefusal_n": 96}
+    assert d["refusal-sft"]["check_overrefusal_n"] == 96
 
 
 def test_the_first_comparison_reuses_the_quick_studys_refusal_sft_runs():

@@ -47,3 +47,18 @@ def test_comparison_readings_are_redrawn_from_the_committed_samples(tmp_path):
     _run("sample", "docs/comparison-v2", "--models", "refusal-sft,antidote", "--per-model", "15", "--cell",
          "884c10164673", "--step", "20", "--prefix", "cmp", "--out", str(tmp_path / "b.jsonl"))
     assert (tmp_path / "b.jsonl").read_text() == Path("docs/comparison-v2/hand-read/items.jsonl").read_text()
+
+
+def test_the_post_attack_comparison_reading_is_redrawn_from_the_committed_samples(tmp_path):
+    """docs/comparison/hand-read-attacked: refusal SFT and AntiDote (defense seed 0) after 20 attack
+    steps (attack seed 0), the same 15 prompts, and the counts the README quotes."""
+    cmp_ = Path("docs/comparison/samples")
+    files = (f"refusal-sft={cmp_}/refusal-sft-2d2b5419b522/884c10164673/seed0/step20-chat/samples.jsonl,"
+             f"antidote={cmp_}/antidote-876680f366a2/884c10164673/seed0/step20-chat/samples.jsonl")
+    _run("sample-files", "--files", files, "--per-model", "15", "--seed", "17", "--prefix", "attacked",
+         "--out", str(tmp_path / "items.jsonl"))
+    read = Path("docs/comparison/hand-read-attacked")
+    assert (tmp_path / "items.jsonl").read_text() == (read / "items.jsonl").read_text()
+    out = _run("summary", str(read / "labels.jsonl"))
+    assert "antidote | 15 | 7 (0.47) | 7 | 0 (0.00) | 2 (0.13) | 10/15" in out
+    assert "refusal-sft | 15 | 8 (0.53) | 6 | 2 (0.13) | 2 (0.13) | 7/15" in out
