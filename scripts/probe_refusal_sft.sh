@@ -27,7 +27,11 @@ for p in $PROBES; do
     # the comparison's refusal SFT (v3, helpful share 0.75) trained longer: 80 steps, checks every 20
     sft80v3u) extra=(--set check_contrast_n=60 --set data_recipe=v3 --set utility_fraction=0.75 --set steps=80
                      --set check_every=20) ;;
-    *) echo "unknown probe $p (sft60 | sft60c | sft40v3 | sft80v3u)" >&2; exit 2 ;;
+    # the same with the instruction-refusal check (60 instructions/dev prompts): does the third
+    # budget catch what contrast/dev missed?
+    sft80v3ui) extra=(--set check_contrast_n=60 --set data_recipe=v3 --set utility_fraction=0.75 --set steps=80
+                      --set check_every=20 --set check_instructions_n=60) ;;
+    *) echo "unknown probe $p (sft60 | sft60c | sft40v3 | sft80v3u | sft80v3ui)" >&2; exit 2 ;;
   esac
   [ -f "$OUT/$p/defense.json" ] || $TL defend smollm2-135m-instruct --method sft --out "$OUT/$p" --set steps=60 \
       --set check_every=10 --set check_overrefusal_n=96 --set max_length=160 "${extra[@]}"
