@@ -61,13 +61,13 @@ def budget_section(choice: dict | None, cfg=None) -> str:
                "this method has no dev checks; a study's before-attack evaluation reports its over-refusal and utility")
         return f"## Dev checks\n\nNone ({why}): the last step was kept without a budget check.\n"
     b = choice["budget"]
-    extra = [k for k in OVERREFUSAL if k != "overrefusal" and k in b]  # the checks beyond borderline/dev
+    further = [k for k in OVERREFUSAL if k != "overrefusal" and k in b]  # the checks beyond borderline/dev
     rows = "\n".join(f"| {r['step']} | {r['overrefusal']:.3f} (n={r['n_overrefusal']}) | "
-                     + "".join(f"{r[k]:.3f} (n={r[OVERREFUSAL[k].n_key]}) | " for k in extra)
+                     + "".join(f"{r[k]:.3f} (n={r[OVERREFUSAL[k].n_key]}) | " for k in further)
                      + f"{r['utility_nll']:.4f} (n={r['n_utility']}) |" for r in choice["checks"])
-    cols = ["step", OVERREFUSAL["overrefusal"].label, *(OVERREFUSAL[k].label for k in extra), "dev utility NLL"]
+    cols = ["step", OVERREFUSAL["overrefusal"].label, *(OVERREFUSAL[k].label for k in further), "dev utility NLL"]
     head = f"| {' | '.join(cols)} |\n|{'---|' * len(cols)}"
-    extra = "".join(f", {OVERREFUSAL[k].label} {b[k]}" for k in extra)
+    extra = "".join(f", {OVERREFUSAL[k].label} {b[k]}" for k in further)
     verdict = ("within the budget" if choice["within_budget"] else
                "**outside the budget at every check**: the last step was kept, and a study marks this model")
     return (f"## Dev checks and the kept checkpoint\n\nStep 0 is the undefended model. Budget: over-refusal "
