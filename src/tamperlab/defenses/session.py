@@ -141,6 +141,20 @@ class DefenseSession(AdapterScope):
                     return self.model(**kw)
             return self.lm.model(**kw)
 
+    def reference_logps(self, batch: dict, keys: list) -> "torch.Tensor":
+        """The original model's per-token mean log-prob of each completion in ``batch``, (B,),
+        cached under ``keys`` (one hashable per row): it never changes, so each example is scored
+        once per run (TRL's ``precompute_ref_log_probs``, lazily)."""
+        import torch
+
+        from ..training.losses import token_logps
+
+        cache = self.__dict__.setdefault("_ref_logps", {})
+        if not all(k in cache for k in keys):
+            lp, mask = token_logps(self.reference(batch).logits, batch["labels"])
+            cache.update(zip(keys, (lp.sum(-1) / mask.sum(-1).clamp(min=1)).tolist()))
+        return torch.tensor([cache[k] for k in keys], device=self.engine.device)
+
     # ---- training ------------------------------------------------------------------------------
     def train(self, checker: DevChecker | None, description: str) -> tuple[dict, dict]:
         """All steps (resumable), dev checks every ``check_every``; returns (last row, choice)."""

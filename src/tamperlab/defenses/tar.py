@@ -94,7 +94,6 @@ class TARObjective(Objective):
         self.inner = {"harmful": ordered_examples(harmful, n, cfg.seed + 1)}
         if "benign" in cfg.inner_data:
             self.inner["benign"] = ordered_examples(benign, n, cfg.seed + 2)
-        self._ref: dict[tuple[str, int], float] = {}
         g = torch.Generator().manual_seed(cfg.seed + 3)
         d = s.engine.unwrap(s.model).get_input_embeddings().weight.shape[1]
         self.directions = None
@@ -127,19 +126,9 @@ class TARObjective(Objective):
         with low_rank_patch(s.model, patches, scale):
             lp_ref = sequence_logps(s.model, ref_b, average=True)
             lp_harm = sequence_logps(s.model, harm_b, average=True)
-        return preference_loss(lp_ref, lp_harm, self.reference(s, chunk, ref_b, 0), self.reference(s, chunk, harm_b, 1),
+        return preference_loss(lp_ref, lp_harm, s.reference_logps(ref_b, [("tar", c[0].id, 0) for c in chunk]),
+                               s.reference_logps(harm_b, [("tar", c[1].id, 1) for c in chunk]),
                                s.cfg.tr_beta, "dpo")
-
-    def reference(self, s: DefenseSession, chunk, batch: dict, side: int) -> torch.Tensor:
-        keys = [(c[side].id, side) for c in chunk]
-        if not all(k in self._ref for k in keys):
-            out = s.reference(batch)
-            from ..training.losses import token_logps
-
-            lp, mask = token_logps(out.logits, batch["labels"])
-            for k, v in zip(keys, (lp.sum(-1) / mask.sum(-1).clamp(min=1)).tolist()):
-                self._ref[k] = v
-        return torch.tensor([self._ref[k] for k in keys], device=s.engine.device)
 
     def tamper_gradient(self, s: DefenseSession, i: int) -> tuple[list[torch.Tensor], dict]:
         """Σ_k w_k ∇_w L_TR(w, patch_k) over the inner attack of step ``i``, and what happened in it
