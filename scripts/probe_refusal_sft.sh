@@ -31,7 +31,12 @@ for p in $PROBES; do
     # budget catch what contrast/dev missed?
     sft80v3ui) extra=(--set check_contrast_n=60 --set data_recipe=v3 --set utility_fraction=0.75 --set steps=80
                       --set check_every=20 --set check_instructions_n=60) ;;
-    *) echo "unknown probe $p (sft60 | sft60c | sft40v3 | sft80v3u | sft80v3ui)" >&2; exit 2 ;;
+    # sft80v3ui plus the contrast term: per-token DPO preferring the helpful answer over a refusal on
+    # contrast/defense-train prompts (weight 1): can the refusal half train for 80 steps without
+    # spreading to prompts that only sound unsafe?
+    sft80v3uc) extra=(--set check_contrast_n=60 --set data_recipe=v3 --set utility_fraction=0.75 --set steps=80
+                      --set check_every=20 --set check_instructions_n=60 --set contrast_weight=1.0) ;;
+    *) echo "unknown probe $p (sft60 | sft60c | sft40v3 | sft80v3u | sft80v3ui | sft80v3uc)" >&2; exit 2 ;;
   esac
   [ -f "$OUT/$p/defense.json" ] || $TL defend smollm2-135m-instruct --method sft --out "$OUT/$p" --set steps=60 \
       --set check_every=10 --set check_overrefusal_n=96 --set max_length=160 "${extra[@]}"

@@ -18,6 +18,7 @@ Three recipes (``recipe=``), the same call sites:
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -130,6 +131,37 @@ def _answered(split: str, answers: str, lm) -> tuple[list[SFTExample], dict | No
     (``answers="self"``, with the self-distillation provenance)."""
     ex = [SFTExample(r["id"], r["prompt"], r["completion"]) for r in get_split(split)]
     return (ex, None) if answers == "dataset" else self_distill(lm, ex)
+
+
+_DECLINES = re.compile(r"\b(cannot|can't|unable to|won't)\b", re.I)
+
+
+def _opening(text: str) -> str:
+    """The first sentence of ``text`` (up to its first . ! or ?), at most 200 characters."""
+    m = re.match(r"\s*(.+?[.!?])(?:\s|$)", text, re.S)
+    return (m.group(1) if m else text).strip()[:200]
+
+
+def contrast_pairs(answers: str = "dataset", lm=None) -> list[tuple[SFTExample, SFTExample]]:
+    """(safe prompt -> helpful answer, same prompt -> a refusal) for every contrast/defense-train
+    prompt: the preference pairs of refusal SFT's contrast term. The refusal is the opening sentence
+    of one of the recipe's own varied refusals, picked by a hash of the prompt id: the phrasing refusal
+    SFT teaches, so preferring the answer over it says "not here" to exactly what the refusal half of
+    the mix makes likely on prompts that only sound unsafe. Only openings that open two or more
+    refusals and decline outright ("I'm sorry, but I cannot help you with that.") are used: a
+    one-off opening names its own prompt's topic."""
+    from collections import Counter
+
+    from ..judges.keyword import keyword_refused
+    from ..utils.hashing import stable_hash
+
+    seen = Counter(_opening(e.completion) for e in varied_refusal_examples())
+    openings = sorted(o for o, n in seen.items() if n >= 2 and keyword_refused(o) and _DECLINES.search(o))
+    pairs = []
+    for e in contrast_examples(answers, lm):
+        refusal = openings[int(stable_hash(["contrast-refusal", e.id])[:8], 16) % len(openings)]
+        pairs.append((e, SFTExample(e.id, e.prompt, refusal)))
+    return pairs
 
 
 def instruction_examples(answers: str = "dataset", lm=None) -> list[SFTExample]:
