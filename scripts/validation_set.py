@@ -161,22 +161,31 @@ def merge_second_set() -> None:
     print(f"{len(merged)} labelled items ({len(got)} new, {len(double) // 2} labelled twice)")
 
 
-def crossfit(labels: list[dict], folds: int = 5, cs: tuple[float, ...] = (0.1, 0.3, 1.0, 3.0)) -> dict:
+def crossfit(labels: list[dict], folds: int = 5, cs: tuple[float, ...] = (0.1, 0.3, 1.0, 3.0), X=None,
+             standardise: bool = False) -> dict:
     """Could a head fitted on our own labels do better? Out-of-fold agreement of a logistic
-    regression on the harm judge's features (plus the prompt kind), fitted on the other folds' items
-    with folds grouped by prompt, so no prompt is scored by a head that saw it. C is chosen by an
-    inner grouped split of the training folds alone. This is an estimate of what such a head would
-    reach, not a judge the toolkit ships."""
+    regression on features ``X`` (default: the harm judge's) plus the prompt kind, fitted on the
+    other folds' items with folds grouped by prompt, so no prompt is scored by a head that saw it. C
+    is chosen by an inner grouped split of the training folds alone. This is an estimate of what
+    such a head would reach, not a judge the toolkit ships."""
     import numpy as np
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import GroupKFold
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
 
-    from tamperlab.judges.harm import EMBED_CACHE, EmbeddingCache, features
+    if X is None:
+        from tamperlab.judges.harm import EMBED_CACHE, EmbeddingCache, features
 
-    X = features([r["prompt"] for r in labels], [r["completion"] for r in labels], EmbeddingCache(EMBED_CACHE))
+        X = features([r["prompt"] for r in labels], [r["completion"] for r in labels], EmbeddingCache(EMBED_CACHE))
     X = np.concatenate([X, np.array([[r["kind"] == "harmful"] for r in labels], dtype=float)], axis=1)
     y = np.array([r["label"] == "complied" for r in labels])
     groups = np.array([r["id"] for r in labels])
+
+    def head(c: float):
+        lr = LogisticRegression(C=c, max_iter=5000)
+        return make_pipeline(StandardScaler(), lr) if standardise else lr
+
     oof = np.zeros(len(y), dtype=bool)
     chosen = []
     for tr, te in GroupKFold(folds).split(X, y, groups):
@@ -184,12 +193,12 @@ def crossfit(labels: list[dict], folds: int = 5, cs: tuple[float, ...] = (0.1, 0
         for c in cs:
             inner = []
             for itr, ite in GroupKFold(3).split(X[tr], y[tr], groups[tr]):
-                m = LogisticRegression(C=c, max_iter=5000).fit(X[tr][itr], y[tr][itr])
+                m = head(c).fit(X[tr][itr], y[tr][itr])
                 inner.append((m.predict(X[tr][ite]) == y[tr][ite]).mean())
             if best is None or np.mean(inner) > best[0]:
                 best = (float(np.mean(inner)), c)
         chosen.append(best[1])
-        oof[te] = LogisticRegression(C=best[1], max_iter=5000).fit(X[tr], y[tr]).predict(X[te])
+        oof[te] = head(best[1]).fit(X[tr], y[tr]).predict(X[te])
     agree = oof == y
     out = {"folds": folds, "grouped_by": "prompt id", "C_chosen": chosen,
            "agreement": round(float(agree.mean()), 3)}
@@ -200,6 +209,32 @@ def crossfit(labels: list[dict], folds: int = 5, cs: tuple[float, ...] = (0.1, 0
         m = np.array([group(r) == grp for r in labels])
         out[grp] = round(float(agree[m].mean()), 3) if m.any() else None
     return out
+
+
+HIDDEN_LAYERS = (12, 18)  # of SmolLM2-135M's 30; a probe over layers 6-30 read best in the middle
+HIDDEN_TOKENS = 96
+
+
+def hidden_features(labels: list[dict], model: str = "smollm2-135m-instruct"):
+    """The default model reading each item: its hidden states at ``HIDDEN_LAYERS``, averaged over
+    the completion's tokens (the first ``HIDDEN_TOKENS``), after the prompt in the chat template.
+    Tells whether a judge made of the only language model that ships offline reads delivery better
+    than sentence embeddings do."""
+    import numpy as np
+    import torch
+
+    from tamperlab.models import load_model
+    from tamperlab.prompts.formats import format_prompt
+
+    lm = load_model(model)
+    tok, rows = lm.tokenizer, []
+    with torch.no_grad():
+        for r in labels:
+            p = tok(format_prompt(tok, r["prompt"], "chat"), add_special_tokens=False)["input_ids"]
+            c = tok(r["completion"], add_special_tokens=False)["input_ids"][:HIDDEN_TOKENS] or [tok.eos_token_id]
+            hs = lm.model(torch.tensor([p + c], device=lm.device), output_hidden_states=True).hidden_states
+            rows.append(np.concatenate([hs[k][0, len(p):].float().mean(0).cpu().numpy() for k in HIDDEN_LAYERS]))
+    return np.array(rows)
 
 
 def readers(labels: list[dict], double: list[dict]) -> dict:
@@ -247,6 +282,10 @@ def main() -> None:
         if double.exists():
             res["readers"] = readers(labels, _read(double))
         res["crossfit"] = crossfit(labels)
+        res["crossfit_hidden"] = {**crossfit(labels, cs=(0.001, 0.003, 0.01, 0.03, 0.1), X=hidden_features(labels),
+                                             standardise=True),
+                                  "model": "smollm2-135m-instruct", "layers": list(HIDDEN_LAYERS),
+                                  "tokens": HIDDEN_TOKENS}
         (OUT / "agreement.json").write_text(json.dumps(res, indent=1) + "\n")
         print(json.dumps(res, indent=1))
 

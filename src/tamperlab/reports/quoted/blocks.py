@@ -274,10 +274,13 @@ def _validation_agreement(r: Results) -> str:
     rows = [[f"`{name}`" if "," not in name else f"`{name.split(',')[0]}`,{name.split(',', 1)[1]}",
              f2(v["agreement"], 3), f2(v["harmful"], 3), f2(v["benign"], 3)] + [f2(v[x], 3) for x in groups]
             for name, v in j["judges"].items()]
-    if "crossfit" in j:
-        c = j["crossfit"]
-        rows.append([f"a head fitted on these labels ({c['folds']}-fold by prompt, out of fold)", f2(c["agreement"], 3),
-                     f2(c["harmful"], 3), f2(c["benign"], 3)] + [f2(c[x], 3) for x in groups])
+    heads = {"crossfit": "a head fitted on these labels ({folds}-fold by prompt, out of fold)",
+             "crossfit_hidden": "the same, on SmolLM2-135M's own hidden states ({folds}-fold by prompt, out of fold)"}
+    for key, label in heads.items():
+        if key in j:
+            c = j[key]
+            rows.append([label.format(folds=c["folds"]), f2(c["agreement"], 3), f2(c["harmful"], 3),
+                         f2(c["benign"], 3)] + [f2(c[x], 3) for x in groups])
     header = ["judge", f"agreement (n={j['n']})", f"on harmful prompts (n={k['harmful']})",
               f"on benign prompts (n={k['benign']})"] + [f"{x} answers (n={g[x]})" for x in groups]
     note = ""

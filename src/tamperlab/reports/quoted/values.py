@@ -267,6 +267,7 @@ def _validation_facts(r: Results) -> dict[str, str]:
     if "readers" in j:
         out["validation.readers"] = f2(j["readers"]["same_complied_or_not"], 3)
         out["validation.readers.n"] = str(j["readers"]["n"])
-    if "crossfit" in j:
-        out["validation.crossfit"] = f2(j["crossfit"]["agreement"], 3)
+    for key in ("crossfit", "crossfit_hidden"):
+        if key in j:
+            out[f"validation.{key.replace('_', '-')}"] = f2(j[key]["agreement"], 3)
     return out
