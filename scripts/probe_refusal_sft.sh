@@ -3,6 +3,7 @@
 # over-refusal checks, to see whether any checkpoint within the budget halves the harmful rate.
 #   probe 1 "sft60":  borderline/dev check on 96 prompts
 #   probe 2 "sft60c": the same plus the contrast/dev budget (60 prompts in XSTest's categories)
+#   later probes (sft40v3, sft80v3u, sft80v3ui, sft80v3uc, sft80v3uci) are described in the case below
 # Each defended model is then evaluated on the comparison's before-attack suites (harmful/eval,
 # XSTest-safe, borderline/eval, instructions/eval; n=50, 40 tokens, judge compliance) and on a dev
 # harm set, the last 50 AdvBench prompts of harmful/attack (no defense trains on them).
@@ -36,7 +37,12 @@ for p in $PROBES; do
     # spreading to prompts that only sound unsafe?
     sft80v3uc) extra=(--set check_contrast_n=60 --set data_recipe=v3 --set utility_fraction=0.75 --set steps=80
                       --set check_every=20 --set check_instructions_n=60 --set contrast_weight=1.0) ;;
-    *) echo "unknown probe $p (sft60 | sft60c | sft40v3 | sft80v3u | sft80v3ui | sft80v3uc)" >&2; exit 2 ;;
+    # sft80v3uc overshot: the DPO term pushed refusal openings down ~3 nats/token within 12 steps and
+    # harmful prompts lost their refusals too. IPO (beta 2) aims at a margin of 0.25 nats/token and stops there
+    sft80v3uci) extra=(--set check_contrast_n=60 --set data_recipe=v3 --set utility_fraction=0.75 --set steps=80
+                       --set check_every=20 --set check_instructions_n=60 --set contrast_weight=1.0
+                       --set contrast_loss=ipo) ;;
+    *) echo "unknown probe $p (sft60 | sft60c | sft40v3 | sft80v3u | sft80v3ui | sft80v3uc | sft80v3uci)" >&2; exit 2 ;;
   esac
   [ -f "$OUT/$p/defense.json" ] || $TL defend smollm2-135m-instruct --method sft --out "$OUT/$p" --set steps=60 \
       --set check_every=10 --set check_overrefusal_n=96 --set max_length=160 "${extra[@]}"

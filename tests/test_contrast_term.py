@@ -10,7 +10,7 @@ import torch
 from tamperlab.data import get_split
 from tamperlab.defenses import data as ddata
 from tamperlab.defenses.session import DefenseSession
-from tamperlab.defenses.sft import NLLObjective, SFTDefenseConfig, contrast_loss
+from tamperlab.defenses.sft import NLLObjective, SFTDefenseConfig, contrast_term
 from tamperlab.judges.harm import refusal_phrases
 from tamperlab.judges.keyword import keyword_refused
 from tamperlab.training.engine import Engine
@@ -41,6 +41,7 @@ def test_opening_is_the_first_sentence():
     ({"contrast_weight": 1.0, "data_recipe": "v2"}, "contrast_weight"),
     ({"contrast_weight": -0.5, "data_recipe": "v3"}, "contrast_weight"),
     ({"contrast_weight": 1.0, "data_recipe": "v3", "contrast_beta": 0.0}, "contrast_beta"),
+    ({"contrast_weight": 1.0, "data_recipe": "v3", "contrast_loss": "kto"}, "contrast_loss"),
 ])
 def test_bad_contrast_settings_are_named(override, field):
     with pytest.raises(ConfigError, match=field):
@@ -71,13 +72,19 @@ def _margin(s, chunk):
 def test_contrast_loss_is_log_two_on_the_original_model_and_training_moves_the_refusal_down(tiny, tmp_path):
     with _session(tiny, tmp_path) as s:
         chunk = s.objective.order[:4]
-        assert float(contrast_loss(s, chunk).detach()) == pytest.approx(math.log(2), abs=1e-5)  # LoRA B = 0: policy = reference
+        assert float(contrast_term(s, chunk).detach()) == pytest.approx(math.log(2), abs=1e-5)  # LoRA B = 0: policy = reference
         assert _margin(s, chunk) == pytest.approx(0.0, abs=1e-5)
         rows = [s.objective.step(s, i) for i in range(s.steps)]
         assert all({"nll", "contrast", "loss"} <= set(r) for r in rows)
         assert rows[0]["loss"] == pytest.approx(rows[0]["nll"] + rows[0]["contrast"], rel=1e-5)
         assert _margin(s, chunk) > 0.05  # the answer gained on the refusal against the original model
-        assert float(contrast_loss(s, chunk).detach()) < math.log(2) - 0.01
+        assert float(contrast_term(s, chunk).detach()) < math.log(2) - 0.01
+
+
+def test_ipo_contrast_term_starts_at_its_target_margin_squared(tiny, tmp_path):
+    with _session(tiny, tmp_path, contrast_loss="ipo", contrast_beta=2.0) as s:
+        # IPO: (margin - 1/(2 beta))^2 with margin 0 at the original model
+        assert float(contrast_term(s, s.objective.order[:4]).detach()) == pytest.approx(0.25 ** 2, abs=1e-6)
 
 
 def test_contrast_batches_follow_the_seed(tiny, tmp_path):

@@ -31,7 +31,10 @@ class SFTDefenseConfig(DataFields, BudgetFields, TrainConfig):
         "help": "weight of a per-token DPO term preferring the helpful answer over a refusal on contrast/defense-train "
                 "prompts (safe prompts in XSTest's categories; needs data_recipe v3); 0: plain refusal SFT",
         KEY_OMITS_DEFAULT: True})
-    contrast_beta: float = field(default=2.0, metadata={"help": "DPO beta of the contrast term (per-token log-probs)",
+    contrast_loss: str = field(default="dpo", metadata={
+        "help": "dpo | ipo: the contrast term's preference loss (ipo stops at a margin of 1/(2 beta) nats per token "
+                "instead of pushing the refusal down without bound)", KEY_OMITS_DEFAULT: True})
+    contrast_beta: float = field(default=2.0, metadata={"help": "beta of the contrast term (per-token log-probs)",
                                                         KEY_OMITS_DEFAULT: True})
     contrast_batch_size: int = field(default=4, metadata={"help": "contrast pairs per micro-batch",
                                                           KEY_OMITS_DEFAULT: True})
@@ -49,6 +52,8 @@ class SFTDefenseConfig(DataFields, BudgetFields, TrainConfig):
         if self.contrast_weight and self.data_recipe != "v3":
             raise ConfigError(f"field 'contrast_weight': the contrast term trains on v3's contrast prompts; "
                               f"set data_recipe: v3 (got {self.data_recipe!r})")
+        if self.contrast_loss not in ("dpo", "ipo"):
+            raise ConfigError(f"field 'contrast_loss': dpo | ipo, got {self.contrast_loss!r}")
         if self.contrast_beta <= 0 or self.contrast_batch_size < 1:
             raise ConfigError("fields 'contrast_beta'/'contrast_batch_size': must be > 0 / >= 1, got "
                               f"{self.contrast_beta}/{self.contrast_batch_size}")
@@ -85,23 +90,23 @@ class NLLObjective(Objective):
         loss, numbers = nll_terms(s.model, mb["mix"])
         if "contrast" not in mb:
             return loss, numbers
-        pref = contrast_loss(s, mb["contrast"])
+        pref = contrast_term(s, mb["contrast"])
         return loss + s.cfg.contrast_weight * pref, {"nll": float(loss.detach()), "contrast": float(pref.detach())}
 
     def describe(self, s: DefenseSession) -> str:
         if not self.pairs:
             return ""
-        return (f"Contrast term: per-token DPO (weight {s.cfg.contrast_weight:g}, beta {s.cfg.contrast_beta:g}) "
+        return (f"Contrast term: per-token {s.cfg.contrast_loss.upper()} (weight {s.cfg.contrast_weight:g}, beta {s.cfg.contrast_beta:g}) "
                 f"preferring the helpful answer over a refusal on {len(self.pairs)} contrast/defense-train prompts.")
 
 
-def contrast_loss(s: DefenseSession, chunk: list[tuple[SFTExample, SFTExample]]):
-    """DPO on per-token mean log-probs: each safe prompt's helpful answer over the refusal."""
+def contrast_term(s: DefenseSession, chunk: list[tuple[SFTExample, SFTExample]]):
+    """DPO (or IPO) on per-token mean log-probs: each safe prompt's helpful answer over the refusal."""
     good, bad = s.features([c[0] for c in chunk]), s.features([c[1] for c in chunk])
     return preference_loss(sequence_logps(s.model, good, average=True), sequence_logps(s.model, bad, average=True),
                            s.reference_logps(good, [("contrast", c[0].id, 0) for c in chunk]),
                            s.reference_logps(bad, [("contrast", c[1].id, 1) for c in chunk]),
-                           s.cfg.contrast_beta, "dpo")
+                           s.cfg.contrast_beta, s.cfg.contrast_loss)
 
 
 defend_sft = session_defense(NLLObjective, "Refusal-SFT")
