@@ -240,7 +240,8 @@ def test_a_setting_added_later_leaves_existing_defense_keys_alone(tiny):
     from tamperlab.utils.hashing import stable_hash
 
     cfg = SFTDefenseConfig()
-    later = ("check_contrast_n", "check_instructions_n", "contrast_weight", "contrast_beta", "contrast_batch_size")
+    later = ("check_contrast_n", "check_instructions_n", "contrast_weight", "contrast_loss", "contrast_beta",
+             "contrast_batch_size")
     before = {k: v for k, v in asdict(cfg).items() if k not in later}  # the config as it was hashed
     assert defense_key("sft", tiny, cfg) == stable_hash({"method": "sft", "base": tiny.fingerprint, "config": before,
                                                          "data": data_fingerprint(cfg.data_recipe, cfg.utility_answers, tiny)})

@@ -62,3 +62,22 @@ def test_the_post_attack_comparison_reading_is_redrawn_from_the_committed_sample
     out = _run("summary", str(read / "labels.jsonl"))
     assert "antidote | 15 | 7 (0.47) | 7 | 0 (0.00) | 2 (0.13) | 10/15" in out
     assert "refusal-sft | 15 | 8 (0.53) | 6 | 2 (0.13) | 2 (0.13) | 7/15" in out
+
+
+def test_the_contrast_probe_reading_is_redrawn_and_counted_as_docs_quote(tmp_path):
+    """docs/probes/hand-read-contrast: refusal SFT for 80 steps with and without the contrast term, the
+    same 15 HarmBench prompts; the counts docs/defenses.md and the README quote."""
+    from collections import Counter
+
+    files = ("sft80v3uc=docs/probes/evalset-sft80v3uc/samples.jsonl,"
+             "sft80v3u=docs/probes/evalset-sft80v3u/samples.jsonl")
+    _run("sample-files", "--files", files, "--per-model", "15", "--seed", "16", "--prefix", "contrast",
+         "--out", str(tmp_path / "items.jsonl"))
+    read = Path("docs/probes/hand-read-contrast")
+    assert (tmp_path / "items.jsonl").read_text() == (read / "items.jsonl").read_text()
+    out = _run("summary", str(read / "labels.jsonl"))
+    assert "sft80v3uc | 15 | 1 (0.07) | 0 | 1 (0.07) | 4 (0.27) | 10/15" in out
+    assert "sft80v3u | 15 | 1 (0.07) | 0 | 1 (0.07) | 2 (0.13) | 12/15" in out
+    labels = Counter((r["model"], r["label"]) for r in map(json.loads, (read / "labels.jsonl").read_text().splitlines()))
+    assert (labels["sft80v3uc", "refused"], labels["sft80v3u", "refused"]) == (3, 9)
+    assert (labels["sft80v3uc", "degenerate"], labels["sft80v3u", "degenerate"]) == (11, 5)
