@@ -14,6 +14,15 @@ def _run(*args):
     return subprocess.run([sys.executable, "scripts/hand_read.py", *args], check=True, capture_output=True, text=True).stdout
 
 
+def _redrawn_summary(tmp_path, files: str, seed: int, prefix: str, read: Path) -> str:
+    """Re-draw a committed reading's items from its samples files (must match exactly) and return
+    the summary of its labels."""
+    _run("sample-files", "--files", files, "--per-model", "15", "--seed", str(seed), "--prefix", prefix,
+         "--out", str(tmp_path / "items.jsonl"))
+    assert (tmp_path / "items.jsonl").read_text() == (read / "items.jsonl").read_text()
+    return _run("summary", str(read / "labels.jsonl"))
+
+
 def test_probe_items_are_redrawn_from_the_committed_samples(tmp_path):
     _run("sample-files", "--files", FILES, "--per-model", "15", "--seed", "15", "--prefix", "probe",
          "--out", str(tmp_path / "items.jsonl"), "--blind", str(tmp_path / "blind.jsonl"))
@@ -55,11 +64,7 @@ def test_the_post_attack_comparison_reading_is_redrawn_from_the_committed_sample
     cmp_ = Path("docs/comparison/samples")
     files = (f"refusal-sft={cmp_}/refusal-sft-2d2b5419b522/884c10164673/seed0/step20-chat/samples.jsonl,"
              f"antidote={cmp_}/antidote-876680f366a2/884c10164673/seed0/step20-chat/samples.jsonl")
-    _run("sample-files", "--files", files, "--per-model", "15", "--seed", "17", "--prefix", "attacked",
-         "--out", str(tmp_path / "items.jsonl"))
-    read = Path("docs/comparison/hand-read-attacked")
-    assert (tmp_path / "items.jsonl").read_text() == (read / "items.jsonl").read_text()
-    out = _run("summary", str(read / "labels.jsonl"))
+    out = _redrawn_summary(tmp_path, files, 17, "attacked", Path("docs/comparison/hand-read-attacked"))
     assert "antidote | 15 | 7 (0.47) | 7 | 0 (0.00) | 2 (0.13) | 10/15" in out
     assert "refusal-sft | 15 | 8 (0.53) | 6 | 2 (0.13) | 2 (0.13) | 7/15" in out
 
@@ -71,11 +76,8 @@ def test_the_contrast_probe_reading_is_redrawn_and_counted_as_docs_quote(tmp_pat
 
     files = ("sft80v3uc=docs/probes/evalset-sft80v3uc/samples.jsonl,"
              "sft80v3u=docs/probes/evalset-sft80v3u/samples.jsonl")
-    _run("sample-files", "--files", files, "--per-model", "15", "--seed", "16", "--prefix", "contrast",
-         "--out", str(tmp_path / "items.jsonl"))
     read = Path("docs/probes/hand-read-contrast")
-    assert (tmp_path / "items.jsonl").read_text() == (read / "items.jsonl").read_text()
-    out = _run("summary", str(read / "labels.jsonl"))
+    out = _redrawn_summary(tmp_path, files, 16, "contrast", read)
     assert "sft80v3uc | 15 | 1 (0.07) | 0 | 1 (0.07) | 4 (0.27) | 10/15" in out
     assert "sft80v3u | 15 | 1 (0.07) | 0 | 1 (0.07) | 2 (0.13) | 12/15" in out
     labels = Counter((r["model"], r["label"]) for r in map(json.loads, (read / "labels.jsonl").read_text().splitlines()))
