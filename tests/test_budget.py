@@ -249,3 +249,30 @@ def test_a_setting_added_later_leaves_existing_defense_keys_alone(tiny):
     assert defense_key("sft", tiny, SFTDefenseConfig(check_instructions_n=5)) != defense_key("sft", tiny, cfg)
     assert defense_key("sft", tiny, SFTDefenseConfig(data_recipe="v3", contrast_weight=1.0)) != defense_key(
         "sft", tiny, SFTDefenseConfig(data_recipe="v3"))
+
+
+def test_step_zero_is_the_undefended_model_measured_once_through_the_cache(tiny, tmp_path, monkeypatch):
+    """Every defense seed and method of a study checks the same undefended model at step 0: its answers
+    come from the generation cache after the first time, and equal a fresh (zero) adapter's."""
+    import copy
+    import sys
+
+    import tamperlab.generation  # noqa: F401  (its module, not the function the package exports)
+    from tamperlab.training.adapters import wrap_lora
+    from tamperlab.training.sft import TrainConfig
+
+    cfg = BudgetFields(check_overrefusal_n=6, check_contrast_n=4, check_instructions_n=3, check_utility_n=4,
+                       check_max_new_tokens=6)
+    gen = sys.modules["tamperlab.generation.generate"]
+    batches = []
+    real = gen._left_pad
+    monkeypatch.setattr(gen, "_left_pad", lambda ids, *a, **k: batches.append(len(ids)) or real(ids, *a, **k))
+    fresh = wrap_lora(copy.deepcopy(tiny.model), TrainConfig(lora_targets=["q_proj", "v_proj"]))
+    first = DevChecker(tiny, cfg, tmp_path / "a").check(0, fresh, Engine(tmp_path / "ea"))
+    assert sum(batches) == 6 + 4 + 3  # generated once
+    batches.clear()
+    second = DevChecker(tiny, cfg, tmp_path / "b").check(0, fresh, Engine(tmp_path / "eb"))
+    assert batches == [] and second == first  # all from the cache
+    adapter = DevChecker(tiny, cfg, tmp_path / "c").measure(fresh)  # the zero adapter, measured as a trained model
+    assert adapter == {k: v for k, v in first.items() if k != "phase"}
+    assert sum(batches) == 13  # a trained model's checks are never cached (no fingerprint while it trains)

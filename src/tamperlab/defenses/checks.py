@@ -103,16 +103,23 @@ class DevChecker:
         return self._judge
 
     def measure(self, model) -> dict:
-        from ..generation import GenerationConfig, eval_mode, generate
+        """Over-refusal on each dev split and utility NLL of ``model``; ``None`` measures the
+        undefended model itself, its answers through the generation cache (keyed by its weights), so
+        every defense seed and method of a study shares one step-0 generation pass."""
+        from ..generation import GenerationCache, GenerationConfig, eval_mode, generate
 
-        view = LoadedModel(name=self.lm.name, source=self.lm.source, model=model, tokenizer=self.lm.tokenizer)
+        view, cache = self.lm, None
+        if model is None:
+            model, cache = self.lm.model, GenerationCache(self.lm.fingerprint)
+        else:
+            view = LoadedModel(name=self.lm.name, source=self.lm.source, model=model, tokenizer=self.lm.tokenizer)
         groups = {"overrefusal": self.prompts, "overrefusal_contrast": self.contrast,
                   "overrefusal_instructions": self.instructions}
         prompts = [p for ps in groups.values() for p in ps]  # one generation pass; each split budgeted apart
         with eval_mode(model):
             answers = generate(view, prompts, self.fmt,
                                GenerationConfig(max_new_tokens=self.cfg.check_max_new_tokens),
-                               description="dev check: generating")
+                               cache=cache, description="dev check: generating")
         refused = [bool(j.refused) for j in self.judge.judge(prompts, answers)]
         row: dict = {}
         for key, ps in groups.items():
@@ -123,8 +130,9 @@ class DevChecker:
         return row
 
     def check(self, step: int, model, engine: Engine) -> dict:
-        """Measure at ``step`` (0: the undefended model), log it, snapshot the trainable weights."""
-        row = {"phase": "check", **self.measure(model)}
+        """Measure at ``step`` (0: the undefended model, measured as itself: an adapter that starts at
+        zero changes no output), log it, snapshot the trainable weights."""
+        row = {"phase": "check", **self.measure(model if step > 0 else None)}
         engine.log(step, row)
         if step > 0:
             self.dir.mkdir(parents=True, exist_ok=True)
