@@ -3,7 +3,7 @@
 # over-refusal checks, to see whether any checkpoint within the budget halves the harmful rate.
 #   probe 1 "sft60":  borderline/dev check on 96 prompts
 #   probe 2 "sft60c": the same plus the contrast/dev budget (60 prompts in XSTest's categories)
-#   later probes (sft40v3, sft80v3u, sft80v3ui, sft80v3uc, sft80v3uci) are described in the case below
+#   later probes (sft40v3, sft80v3u, sft80v3ui, sft80v3uc, sft80v3uci, sft80v3uc01) are described in the case below
 # Each defended model is then evaluated on the comparison's before-attack suites (harmful/eval,
 # XSTest-safe, borderline/eval, instructions/eval; n=50, 40 tokens, judge compliance) and on a dev
 # harm set, the last 50 AdvBench prompts of harmful/attack (no defense trains on them).
@@ -42,7 +42,11 @@ for p in $PROBES; do
     sft80v3uci) extra=(--set check_contrast_n=60 --set data_recipe=v3 --set utility_fraction=0.75 --set steps=80
                        --set check_every=20 --set check_instructions_n=60 --set contrast_weight=1.0
                        --set contrast_loss=ipo) ;;
-    *) echo "unknown probe $p (sft60 | sft60c | sft40v3 | sft80v3u | sft80v3ui | sft80v3uc | sft80v3uci)" >&2; exit 2 ;;
+    # a tenth of the weight: a point between sft80v3ui and sft80v3uc on the same line, or off it?
+    sft80v3uc01) extra=(--set check_contrast_n=60 --set data_recipe=v3 --set utility_fraction=0.75 --set steps=80
+                        --set check_every=20 --set check_instructions_n=60 --set contrast_weight=0.1) ;;
+    *) echo "unknown probe $p (sft60 | sft60c | sft40v3 | sft80v3u | sft80v3ui | sft80v3uc | sft80v3uci | sft80v3uc01)" >&2
+       exit 2 ;;
   esac
   [ -f "$OUT/$p/defense.json" ] || $TL defend smollm2-135m-instruct --method sft --out "$OUT/$p" --set steps=60 \
       --set check_every=10 --set check_overrefusal_n=96 --set max_length=160 "${extra[@]}"
