@@ -67,6 +67,7 @@ class DefenseSession(AdapterScope):
         self.lm, self.cfg, self.engine, self.objective = lm, cfg, engine, objective
         data = data if data is not None else defense_data(cfg.data_recipe, cfg.utility_answers, lm)
         self.data, self.provenance = data, data.provenance
+        self._ref_logps: dict = {}  # reference_logps' cache
         pool = mix(data.safety, data.utility, cfg.utility_fraction, cfg.n_safety)
         self.tcfg = cfg.train_config()
         self.steps = self.tcfg.total_steps(len(pool))
@@ -149,7 +150,7 @@ class DefenseSession(AdapterScope):
 
         from ..training.losses import token_logps
 
-        cache = self.__dict__.setdefault("_ref_logps", {})
+        cache = self._ref_logps
         if not all(k in cache for k in keys):
             lp, mask = token_logps(self.reference(batch).logits, batch["labels"])
             cache.update(zip(keys, (lp.sum(-1) / mask.sum(-1).clamp(min=1)).tolist()))

@@ -28,8 +28,9 @@ class SFTDefenseConfig(DataFields, BudgetFields, TrainConfig):
     n_safety: int | None = field(default=None, metadata={"help": "refusal examples used (default all)"})
     utility_fraction: float = field(default=0.5, metadata={"help": "share of helpful (utility) examples in the mix"})
     contrast_weight: float = field(default=0.0, metadata={
-        "help": "weight of a per-token DPO term preferring the helpful answer over a refusal on contrast/defense-train "
-                "prompts (safe prompts in XSTest's categories; needs data_recipe v3); 0: plain refusal SFT",
+        "help": "weight of a per-token preference term (contrast_loss) for the helpful answer over a refusal on "
+                "contrast/defense-train prompts (safe prompts in XSTest's categories; needs data_recipe v3); "
+                "0: plain refusal SFT",
         KEY_OMITS_DEFAULT: True})
     contrast_loss: str = field(default="dpo", metadata={
         "help": "dpo | ipo: the contrast term's preference loss (ipo stops at a margin of 1/(2 beta) nats per token "
@@ -64,7 +65,7 @@ class SFTDefenseConfig(DataFields, BudgetFields, TrainConfig):
 
 class NLLObjective(Objective):
     """Refusal SFT: the mean token NLL of the mix (refusals + helpful answers). With
-    ``contrast_weight`` > 0 it adds a per-token DPO term on contrast pairs (helpful answer over a
+    ``contrast_weight`` > 0 it adds a per-token DPO (or IPO) term on contrast pairs (helpful answer over a
     refusal, against the original model): the NLL on helpful answers raises one answer, while
     refusal generalising to "sounds unsafe" needs the refusal itself made less likely there. Both
     terms are per-token means, so the weight sets their ratio."""
@@ -96,8 +97,9 @@ class NLLObjective(Objective):
     def describe(self, s: DefenseSession) -> str:
         if not self.pairs:
             return ""
-        return (f"Contrast term: per-token {s.cfg.contrast_loss.upper()} (weight {s.cfg.contrast_weight:g}, beta {s.cfg.contrast_beta:g}) "
-                f"preferring the helpful answer over a refusal on {len(self.pairs)} contrast/defense-train prompts.")
+        return (f"Contrast term: per-token {s.cfg.contrast_loss.upper()} (weight {s.cfg.contrast_weight:g}, "
+                f"beta {s.cfg.contrast_beta:g}) preferring the helpful answer over a refusal on {len(self.pairs)} "
+                "contrast/defense-train prompts.")
 
 
 def contrast_term(s: DefenseSession, chunk: list[tuple[SFTExample, SFTExample]]):
