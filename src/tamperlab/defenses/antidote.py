@@ -21,7 +21,7 @@ import torch
 from ..models.hooks import capture_inputs, find_sites, low_rank_patch
 from ..models.loading import LoadedModel
 from ..prompts.formats import encode_prompts
-from ..training.data import SFTExample, build_features, collate, fit_pool_or_warn, ordered_examples
+from ..training.data import SFTExample, build_features, collate, fit_pool_or_warn, ordered_examples, ordered_items
 from ..training.engine import Engine
 from ..training.adapters import DEFAULT_TARGETS, AdapterScope, base_param_count, lora_on, save_defended
 from ..training.losses import kl_to_reference, mean_nll, preference_loss, sequence_logps, token_logps
@@ -160,8 +160,7 @@ class AntiDoteTrainer(AdapterScope):
             # data order: a pure function of the seed (one index sequence for the pairs, one for benign)
             g = cfg.grad_accum
             n = 2 * cfg.steps * cfg.batch_size * g
-            ids = ordered_examples([SFTExample(str(i), "", "") for i in range(len(pairs))], n, cfg.seed)
-            self.pair_order = [pairs[int(e.id)] for e in ids]
+            self.pair_order = ordered_items(pairs, n, cfg.seed)
             self.benign_order = ordered_examples(benign, cfg.steps * cfg.benign_batch_size * g, cfg.seed)
             self._ref_cache: dict[tuple[str, str], float] = {}
             self.precompute_reference()

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from ..models.loading import LoadedModel
 from ..training.adapters import AdapterScope, base_param_count, save_defended, trainable_model
-from ..training.data import SFTExample, build_features, collate, fit_pool_or_warn, ordered_examples
+from ..training.data import SFTExample, build_features, collate, fit_pool_or_warn, ordered_items
 from ..training.engine import Engine
 from ..training.supervised import SupervisedBatches, copy_log, token_weight
 from ..utils.config import ConfigError
@@ -90,8 +90,7 @@ class DefenseSession(AdapterScope):
                 if not self.pairs:
                     raise ConfigError("this defense needs (refusal, harmful answer) pairs; none fit max_length")
                 n = self.steps * cfg.harm_batch_size * cfg.grad_accum
-                ids = ordered_examples([SFTExample(str(i), "", "") for i in range(len(self.pairs))], n, cfg.seed)
-                self.pair_order = [self.pairs[int(e.id)] for e in ids]
+                self.pair_order = ordered_items(self.pairs, n, cfg.seed)
             objective.setup(self)
         except BaseException:
             self.close()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..training.data import SFTExample, ordered_examples
+from ..training.data import SFTExample, ordered_items
 from ..training.losses import preference_loss, sequence_logps
 from ..training.sft import TrainConfig
 from ..training.supervised import nll_terms
@@ -75,8 +75,7 @@ class NLLObjective(Objective):
         if s.cfg.contrast_weight:
             self.pairs = contrast_pairs(s.cfg.utility_answers, s.lm)
             n = s.steps * s.cfg.contrast_batch_size * s.cfg.grad_accum
-            ids = ordered_examples([SFTExample(str(i), "", "") for i in range(len(self.pairs))], n, s.cfg.seed + 1)
-            self.order = [self.pairs[int(e.id)] for e in ids]
+            self.order = ordered_items(self.pairs, n, s.cfg.seed + 1)
 
     def step(self, s: DefenseSession, i: int) -> dict:
         mbs = s.micro_batches(i)

@@ -121,3 +121,10 @@ def ordered_examples(pool: list[SFTExample], n: int, seed: int) -> list[SFTExamp
         rng.shuffle(epoch)  # with no groups: the same permutation as shuffling the examples
         out += [e for u in epoch for e in u]
     return out[:n]
+
+
+def ordered_items(items: list, n: int, seed: int) -> list:
+    """``ordered_examples`` for items that are not examples (preference pairs): the same seeded
+    order, over stand-ins that carry each item's index."""
+    ids = ordered_examples([SFTExample(str(i), "", "") for i in range(len(items))], n, seed)
+    return [items[int(e.id)] for e in ids]
